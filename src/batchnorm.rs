@@ -1,0 +1,166 @@
+//! Batch normalization over `[batch][channels][spatial]` data, with Darknet's CPU numbers.
+//!
+//! Forward (Darknet `forward_batchnorm_layer`, `blas.c`):
+//! - training: per-channel mean over batch and spatial, **unbiased** variance (`/(N-1)`,
+//!   `N = batch * spatial`), `x_hat = (x - mean) / (sqrt(var) + 1e-6)` (epsilon on the standard
+//!   deviation), `y = scale * x_hat + bias`; rolling statistics `.99 * old + .01 * batch_stat`.
+//! - inference: the same normalization with the rolling statistics.
+//!
+//! Backward is the exact gradient of that forward. Darknet's `backward_batchnorm_layer` instead
+//! uses `1/sqrt(var + 1e-5)` and divides by `N` where its forward used `N - 1`, so its gradient is
+//! not the gradient of its own forward; we differ on purpose (tested against finite differences).
+
+use crate::element::Element;
+use rayon::prelude::*;
+
+/// Darknet's epsilon, added to the standard deviation.
+pub const EPSILON: f64 = 1e-6;
+/// Weight of the old value in the rolling statistics.
+pub const ROLLING_MOMENTUM: f64 = 0.99;
+
+/// The parameters and statistics of one batch-normalized layer (`channels` = filters).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct BatchNorm<T> {
+    /// Per-channel scale (gamma, Darknet `scales`), initialized to 1.
+    pub(crate) scales: Vec<T>,
+    /// Accumulated scale gradient, descent direction (Darknet `scale_updates`).
+    pub(crate) scale_updates: Vec<T>,
+    /// Last training batch's mean (Darknet `mean`).
+    pub(crate) mean: Vec<T>,
+    /// Last training batch's unbiased variance (Darknet `variance`).
+    pub(crate) variance: Vec<T>,
+    /// Rolling mean used in inference (Darknet `rolling_mean`).
+    pub(crate) rolling_mean: Vec<T>,
+    /// Rolling variance used in inference (Darknet `rolling_variance`).
+    pub(crate) rolling_variance: Vec<T>,
+    /// Normalized values of the last training forward, `[batch][channels][spatial]` (Darknet `x_norm`).
+    pub(crate) x_norm: Vec<T>,
+    /// Backward scratch: per-channel `sum(delta)` and `sum(delta * x_hat)`, kept so that
+    /// backward does not allocate.
+    sums: Vec<(T, T)>,
+}
+
+impl<T: Element> BatchNorm<T> {
+    /// Darknet's initial state: scales 1, statistics 0, for `total` activations per batch.
+    pub(crate) fn new(channels: usize, total: usize) -> Self {
+        BatchNorm {
+            scales: vec![T::one(); channels],
+            scale_updates: vec![T::zero(); channels],
+            mean: vec![T::zero(); channels],
+            variance: vec![T::zero(); channels],
+            rolling_mean: vec![T::zero(); channels],
+            rolling_variance: vec![T::zero(); channels],
+            x_norm: vec![T::zero(); total],
+            sums: vec![(T::zero(), T::zero()); channels],
+        }
+    }
+
+    /// Training forward on `data` in place: statistics, rolling update, normalize, then
+    /// `scale * x_hat + bias`. Keeps `x_hat` for backward. `batch * spatial` must be at least 2
+    /// (checked by the layer).
+    pub(crate) fn forward_train(&mut self, data: &mut [T], biases: &[T], spatial: usize) {
+        let channels = self.scales.len();
+        channel_stats(data, channels, spatial, &mut self.mean, &mut self.variance);
+        let keep = T::of(ROLLING_MOMENTUM);
+        let take = T::one() - keep;
+        for f in 0..channels {
+            self.rolling_mean[f] = keep * self.rolling_mean[f] + take * self.mean[f];
+            self.rolling_variance[f] = keep * self.rolling_variance[f] + take * self.variance[f];
+        }
+        let (mean, var, scales) = (&self.mean, &self.variance, &self.scales);
+        data.par_chunks_mut(spatial)
+            .zip(self.x_norm.par_chunks_mut(spatial))
+            .enumerate()
+            .for_each(|(p, (plane, norm))| {
+                let f = p % channels;
+                let inv = (var[f].sqrt() + T::of(EPSILON)).recip();
+                for (x, n) in plane.iter_mut().zip(norm.iter_mut()) {
+                    *n = (*x - mean[f]) * inv;
+                    *x = *n * scales[f] + biases[f];
+                }
+            });
+    }
+
+    /// Inference forward on `data` in place, with the rolling statistics.
+    pub(crate) fn forward_inference(&self, data: &mut [T], biases: &[T], spatial: usize) {
+        let channels = self.scales.len();
+        data.par_chunks_mut(spatial)
+            .enumerate()
+            .for_each(|(p, plane)| {
+                let f = p % channels;
+                let inv = (self.rolling_variance[f].sqrt() + T::of(EPSILON)).recip();
+                let (mean, scale, bias) = (self.rolling_mean[f], self.scales[f], biases[f]);
+                for x in plane.iter_mut() {
+                    *x = (*x - mean) * inv * scale + bias;
+                }
+            });
+    }
+
+    /// Backward of the last training forward: accumulates `bias_updates` and `scale_updates`
+    /// (`+=`, descent direction like `delta`) and turns `delta` (w.r.t. the BN output) into the
+    /// gradient w.r.t. the BN input, in place.
+    pub(crate) fn backward(&mut self, delta: &mut [T], bias_updates: &mut [T], spatial: usize) {
+        let channels = self.scales.len();
+        let n = T::of((delta.len() / channels) as f64);
+        // Per channel: sum(delta) and sum(delta * x_hat).
+        let x_norm = &self.x_norm;
+        self.sums.par_iter_mut().enumerate().for_each(|(f, s)| {
+            *s = (T::zero(), T::zero());
+            let planes = delta.chunks(spatial).zip(x_norm.chunks(spatial));
+            for (d, x) in planes.skip(f).step_by(channels) {
+                for (&d, &x) in d.iter().zip(x) {
+                    s.0 += d;
+                    s.1 += d * x;
+                }
+            }
+        });
+        let sums = &self.sums;
+        for f in 0..channels {
+            bias_updates[f] += sums[f].0;
+            self.scale_updates[f] += sums[f].1;
+        }
+        let (scales, var) = (&self.scales, &self.variance);
+        delta
+            .par_chunks_mut(spatial)
+            .zip(x_norm.par_chunks(spatial))
+            .enumerate()
+            .for_each(|(p, (d, x))| {
+                let f = p % channels;
+                let sigma = var[f].sqrt();
+                // With g = scale * delta (gradient w.r.t. x_hat):
+                // dx = (g - mean(g)) / (sigma + eps) - x_hat * sum(g * x_hat) / ((N - 1) * sigma).
+                let inv = (sigma + T::of(EPSILON)).recip();
+                let mean_g = scales[f] * sums[f].0 / n;
+                // A constant channel has x_hat == 0 everywhere: the second term vanishes.
+                let corr = if sigma > T::zero() {
+                    scales[f] * sums[f].1 / ((n - T::one()) * sigma)
+                } else {
+                    T::zero()
+                };
+                for (d, &x) in d.iter_mut().zip(x) {
+                    *d = (scales[f] * *d - mean_g) * inv - x * corr;
+                }
+            });
+    }
+}
+
+/// Per-channel mean and unbiased variance of `[batch][channels][spatial]` data (Darknet
+/// `mean_cpu` and `variance_cpu`).
+pub fn channel_stats<T: Element>(
+    data: &[T],
+    channels: usize,
+    spatial: usize,
+    mean: &mut [T],
+    variance: &mut [T],
+) {
+    let count = T::of((data.len() / channels) as f64);
+    mean.par_iter_mut()
+        .zip(variance.par_iter_mut())
+        .enumerate()
+        .for_each(|(f, (m, v))| {
+            let planes = || data.chunks(spatial).skip(f).step_by(channels);
+            *m = planes().flatten().copied().sum::<T>() / count;
+            let ss: T = planes().flatten().map(|&x| (x - *m) * (x - *m)).sum();
+            *v = ss / (count - T::one());
+        });
+}

@@ -1,0 +1,287 @@
+//! `im2col` / `col2im` between a column matrix and image planes, parallel per channel (rayon).
+//!
+//! The column matrix of `channels` planes has rows `(channel, ki, kj)` and columns `(iy, ix)`
+//! over the *small* image (the layer's input, `h x w`). Entry `(ch, ki, kj, iy, ix)` belongs to
+//! the *big* image (the layer's output, `out_h x out_w`) pixel
+//! `y = iy * stride_h + ki * dilation_h - pad_h`, `x = ix * stride_w + kj * dilation_w - pad_w`;
+//! pixels outside the big image are dropped (col2im) or read as zero (im2col). Strides larger
+//! than the kernel leave holes (big pixels no tap reaches), which stay zero.
+//!
+//! Each task owns one channel's plane (`par_chunks_mut`), so no two threads write the same
+//! memory; the loops use precomputed valid ranges instead of per-pixel bounds checks.
+
+use crate::element::Element;
+use crate::error::{Result, check_len, mul};
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// How a column matrix maps onto image planes. Pairs are `[height, width]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Kernel `[kh, kw]`.
+    pub kernel: [usize; 2],
+    /// Stride `[sh, sw]`.
+    pub stride: [usize; 2],
+    /// Padding `[ph, pw]`.
+    pub pad: [usize; 2],
+    /// Dilation `[dh, dw]`.
+    pub dilation: [usize; 2],
+    /// Size of the small image (columns of the matrix), `[h, w]`.
+    pub small: [usize; 2],
+    /// Size of the big image (the planes), `[out_h, out_w]`.
+    pub big: [usize; 2],
+}
+
+impl Window {
+    fn col_plane(&self) -> Result<usize> {
+        mul(
+            "column matrix size",
+            &[self.kernel[0], self.kernel[1], self.small[0], self.small[1]],
+        )
+    }
+    fn big_plane(&self) -> Result<usize> {
+        mul("image plane size", &[self.big[0], self.big[1]])
+    }
+
+    /// Small-image indices `i` whose tap `k` lands inside the big image on `axis`, and the big
+    /// index of `i = range.start` (the next ones follow at `stride`).
+    fn valid(&self, axis: usize, k: usize) -> (Range<usize>, usize) {
+        let (s, small, big) = (self.stride[axis], self.small[axis], self.big[axis]);
+        // Big index is i*s + off, off = k*d - p, which may be negative.
+        let off = (k * self.dilation[axis]) as isize - self.pad[axis] as isize;
+        let first = if off >= 0 {
+            0
+        } else {
+            (-off as usize).div_ceil(s)
+        };
+        // i*s + off < big  <=>  i < (big - off) / s, rounded up.
+        let bound = big as isize - off;
+        let last = if bound <= 0 {
+            0
+        } else {
+            (bound as usize).div_ceil(s).min(small)
+        };
+        let first = first.min(last);
+        let start = (first * s) as isize + off;
+        (first..last, start.max(0) as usize)
+    }
+}
+
+/// Writes each big plane as the sum of the column entries that land on it (`col2im`).
+///
+/// `cols` holds `channels` column matrices of `kh*kw` rows by `h*w`; `planes` holds `channels`
+/// planes of `out_h*out_w`, which are overwritten (not accumulated into).
+///
+/// # Errors
+/// [`Error::BufferLength`](crate::Error::BufferLength) when a slice does not have exactly the
+/// size `channels` and `window` imply.
+pub fn col2im<T: Element>(cols: &[T], window: &Window, planes: &mut [T]) -> Result<()> {
+    let col_plane = window.col_plane()?;
+    let big_plane = window.big_plane()?;
+    if big_plane == 0 || col_plane == 0 {
+        check_len("cols", 0, cols.len())?;
+        return Ok(());
+    }
+    let channels = planes.len() / big_plane;
+    check_len("planes", channels * big_plane, planes.len())?;
+    check_len("cols", mul("cols", &[channels, col_plane])?, cols.len())?;
+    let [kh, kw] = window.kernel;
+    let [h, w] = window.small;
+    let out_w = window.big[1];
+    let [sh, sw] = window.stride;
+    planes
+        .par_chunks_mut(big_plane)
+        .zip(cols.par_chunks(col_plane))
+        .for_each(|(plane, col)| {
+            plane.fill(T::zero());
+            for ki in 0..kh {
+                let (rows, y0) = window.valid(0, ki);
+                for kj in 0..kw {
+                    let (xs, x0) = window.valid(1, kj);
+                    if xs.is_empty() {
+                        continue;
+                    }
+                    let tap = &col[(ki * kw + kj) * h * w..][..h * w];
+                    for (n, iy) in rows.clone().enumerate() {
+                        let src = &tap[iy * w + xs.start..iy * w + xs.end];
+                        let dst = &mut plane[(y0 + n * sh) * out_w..][..out_w];
+                        if sw == 1 {
+                            let dst = &mut dst[x0..x0 + src.len()];
+                            for (d, &s) in dst.iter_mut().zip(src) {
+                                *d += s;
+                            }
+                        } else {
+                            for (j, &s) in src.iter().enumerate() {
+                                dst[x0 + j * sw] += s;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    Ok(())
+}
+
+/// Gathers each column entry from the big planes (`im2col`); entries outside the planes are 0.
+///
+/// The inverse layout of [`col2im`]: `planes` holds `channels` planes of `out_h*out_w`, `cols`
+/// receives `channels` column matrices of `kh*kw` rows by `h*w` (overwritten).
+///
+/// # Errors
+/// [`Error::BufferLength`](crate::Error::BufferLength) when a slice does not have exactly the
+/// size `channels` and `window` imply.
+pub fn im2col<T: Element>(planes: &[T], window: &Window, cols: &mut [T]) -> Result<()> {
+    let col_plane = window.col_plane()?;
+    let big_plane = window.big_plane()?;
+    if big_plane == 0 || col_plane == 0 {
+        check_len("cols", 0, cols.len())?;
+        return Ok(());
+    }
+    let channels = planes.len() / big_plane;
+    check_len("planes", channels * big_plane, planes.len())?;
+    check_len("cols", mul("cols", &[channels, col_plane])?, cols.len())?;
+    let [kh, kw] = window.kernel;
+    let [h, w] = window.small;
+    let out_w = window.big[1];
+    let [sh, sw] = window.stride;
+    cols.par_chunks_mut(col_plane)
+        .zip(planes.par_chunks(big_plane))
+        .for_each(|(col, plane)| {
+            for ki in 0..kh {
+                let (rows, y0) = window.valid(0, ki);
+                for kj in 0..kw {
+                    let (xs, x0) = window.valid(1, kj);
+                    let tap = &mut col[(ki * kw + kj) * h * w..][..h * w];
+                    for iy in 0..h {
+                        let dst = &mut tap[iy * w..(iy + 1) * w];
+                        if !rows.contains(&iy) || xs.is_empty() {
+                            dst.fill(T::zero());
+                            continue;
+                        }
+                        let src = &plane[(y0 + (iy - rows.start) * sh) * out_w..][..out_w];
+                        dst[..xs.start].fill(T::zero());
+                        dst[xs.end..].fill(T::zero());
+                        let dst = &mut dst[xs.clone()];
+                        if sw == 1 {
+                            dst.copy_from_slice(&src[x0..x0 + dst.len()]);
+                        } else {
+                            for (j, d) in dst.iter_mut().enumerate() {
+                                *d = src[x0 + j * sw];
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct per-element loops: the reference both directions are checked against.
+    fn big_index(w: &Window, ki: usize, kj: usize, iy: usize, ix: usize) -> Option<usize> {
+        let y = (iy * w.stride[0] + ki * w.dilation[0]) as isize - w.pad[0] as isize;
+        let x = (ix * w.stride[1] + kj * w.dilation[1]) as isize - w.pad[1] as isize;
+        (y >= 0 && x >= 0 && (y as usize) < w.big[0] && (x as usize) < w.big[1])
+            .then(|| y as usize * w.big[1] + x as usize)
+    }
+
+    fn windows() -> Vec<Window> {
+        let mut v = Vec::new();
+        for kernel in [[1, 1], [3, 3], [2, 4], [4, 1]] {
+            for stride in [[1, 1], [2, 3], [5, 5]] {
+                for pad in [[0, 0], [1, 2], [3, 0]] {
+                    for dilation in [[1, 1], [2, 1]] {
+                        for small in [[1, 1], [3, 4], [5, 2]] {
+                            for extra in [0, 1] {
+                                let big = [0, 1].map(|a| {
+                                    (small[a] - 1) * stride[a]
+                                        + dilation[a] * (kernel[a] - 1)
+                                        + 1
+                                        + extra
+                                });
+                                if 2 * pad[0] >= big[0] || 2 * pad[1] >= big[1] {
+                                    continue;
+                                }
+                                let big = [big[0] - 2 * pad[0], big[1] - 2 * pad[1]];
+                                v.push(Window {
+                                    kernel,
+                                    stride,
+                                    pad,
+                                    dilation,
+                                    small,
+                                    big,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn col2im_and_im2col_match_direct_loops() {
+        for w in windows() {
+            let channels = 2;
+            let taps = w.kernel[0] * w.kernel[1];
+            let hw = w.small[0] * w.small[1];
+            let plane = w.big[0] * w.big[1];
+            let cols: Vec<f64> = (0..channels * taps * hw)
+                .map(|i| (i % 13) as f64 - 6.0)
+                .collect();
+            let planes_in: Vec<f64> = (0..channels * plane)
+                .map(|i| (i % 11) as f64 - 5.0)
+                .collect();
+
+            let mut expect_planes = vec![0.0; channels * plane];
+            let mut expect_cols = vec![0.0; channels * taps * hw];
+            for ch in 0..channels {
+                for ki in 0..w.kernel[0] {
+                    for kj in 0..w.kernel[1] {
+                        for iy in 0..w.small[0] {
+                            for ix in 0..w.small[1] {
+                                let c = ch * taps * hw
+                                    + (ki * w.kernel[1] + kj) * hw
+                                    + iy * w.small[1]
+                                    + ix;
+                                if let Some(p) = big_index(&w, ki, kj, iy, ix) {
+                                    expect_planes[ch * plane + p] += cols[c];
+                                    expect_cols[c] = planes_in[ch * plane + p];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let mut planes = vec![f64::NAN; channels * plane];
+            col2im(&cols, &w, &mut planes).unwrap();
+            assert_eq!(planes, expect_planes, "col2im {w:?}");
+            let mut got_cols = vec![f64::NAN; channels * taps * hw];
+            im2col(&planes_in, &w, &mut got_cols).unwrap();
+            assert_eq!(got_cols, expect_cols, "im2col {w:?}");
+        }
+    }
+
+    #[test]
+    fn wrong_lengths_are_errors() {
+        let w = Window {
+            kernel: [3, 3],
+            stride: [2, 2],
+            pad: [1, 1],
+            dilation: [1, 1],
+            small: [4, 4],
+            big: [7, 7],
+        };
+        let cols = vec![0.0f32; 9 * 16 * 2];
+        let mut planes = vec![0.0f32; 49 * 2 + 1];
+        assert!(col2im(&cols, &w, &mut planes).is_err());
+        let mut planes = vec![0.0f32; 49 * 2];
+        assert!(col2im(&cols[1..], &w, &mut planes).is_err());
+        let mut short = vec![0.0f32; 9 * 16];
+        assert!(im2col(&planes, &w, &mut short).is_err());
+    }
+}

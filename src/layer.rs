@@ -1,0 +1,729 @@
+//! The deconvolutional (transposed-convolution) layer.
+
+use crate::activation::Activation;
+use crate::backend::{DefaultBackend, Gemm, MatMut, MatRef, par_gemm};
+use crate::batchnorm::{BatchNorm, EPSILON};
+use crate::config::{DeconvConfig, Geometry};
+use crate::element::Element;
+use crate::error::{Error, Result, check_len, check_len_at_least};
+use crate::im2col::{col2im, im2col};
+use rand::SeedableRng;
+use rand::rngs::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+use rayon::prelude::*;
+
+/// Whether a forward pass trains (batch statistics) or infers (rolling statistics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Training: batch norm uses and updates batch statistics; backward may follow.
+    Train,
+    /// Inference: batch norm uses the rolling statistics.
+    Inference,
+}
+
+/// The update rule of [`DeconvLayer::update`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Optimizer<T> {
+    /// SGD with momentum and weight decay, exactly Darknet's `update_deconvolutional_layer`.
+    Sgd,
+    /// Adam with bias correction, as Darknet's GPU `adam_update_gpu` (its CPU code allocates
+    /// Adam's buffers but never uses them). Needs a layer built with `adam(true)`.
+    Adam {
+        /// Decay of the first moment (Darknet `B1`, default .9).
+        beta1: T,
+        /// Decay of the second moment (Darknet `B2`, default .999).
+        beta2: T,
+        /// Added to the root of the second moment (Darknet `eps`, default 1e-7).
+        epsilon: T,
+    },
+}
+
+impl<T: Element> Optimizer<T> {
+    /// Adam with Darknet's defaults: `beta1 = .9`, `beta2 = .999`, `epsilon = 1e-7`.
+    pub fn adam() -> Self {
+        Optimizer::Adam {
+            beta1: T::of(0.9),
+            beta2: T::of(0.999),
+            epsilon: T::of(1e-7),
+        }
+    }
+}
+
+/// Arguments of [`DeconvLayer::update`] (Darknet `update_args`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UpdateArgs<T> {
+    /// Learning rate, multiplied by the layer's [`learning_rate_scale`](DeconvLayer::learning_rate_scale).
+    pub learning_rate: T,
+    /// Momentum (SGD only).
+    pub momentum: T,
+    /// Weight decay (weights only).
+    pub decay: T,
+    /// Images the accumulated gradients are summed over (Darknet `batch * subdivisions`).
+    pub batch: usize,
+    /// The update rule.
+    pub optimizer: Optimizer<T>,
+}
+
+impl<T: Element> UpdateArgs<T> {
+    /// SGD arguments.
+    pub fn sgd(learning_rate: T, momentum: T, decay: T, batch: usize) -> Self {
+        UpdateArgs {
+            learning_rate,
+            momentum,
+            decay,
+            batch,
+            optimizer: Optimizer::Sgd,
+        }
+    }
+}
+
+/// Adam's moments (Darknet `m`, `v`, `bias_m`, `bias_v`, `scale_m`, `scale_v`) and step count.
+#[derive(Debug, Clone, PartialEq)]
+struct AdamState<T> {
+    weights: Moments<T>,
+    biases: Moments<T>,
+    scales: Moments<T>,
+    step: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Moments<T> {
+    m: Vec<T>,
+    v: Vec<T>,
+}
+
+impl<T: Element> Moments<T> {
+    fn new(len: usize) -> Self {
+        Moments {
+            m: vec![T::zero(); len],
+            v: vec![T::zero(); len],
+        }
+    }
+}
+
+/// A transposed-convolution layer with Darknet's semantics, on GEMM backend `B`.
+///
+/// Layout NCHW: input `[batch][in_channels][h][w]`, output `[batch][filters][out_h][out_w]`,
+/// weights `[in_channels][filters / groups][kh][kw]` (Darknet and PyTorch `ConvTranspose2d`).
+///
+/// # Conventions (as Darknet)
+/// - `delta` holds the **descent direction** `-dLoss/dOutput`; the `*_updates` buffers and the
+///   input gradient written by [`backward`](Self::backward) are descent directions too, and
+///   [`update`](Self::update) *adds* `lr / batch * updates`.
+/// - Gradient buffers **accumulate** (`+=`): weight, bias and scale updates, and the input
+///   gradient. [`update`](Self::update) scales them by the momentum; zero them yourself to start over.
+/// - [`backward`](Self::backward) consumes `delta` (turns it in place into the gradient at the
+///   pre-activation output) and the forward pass it follows.
+///
+/// # Example
+/// ```
+/// use deconv::{Activation, DeconvConfig, DeconvLayer, Mode};
+///
+/// let config = DeconvConfig::new(1, 2, 4, 4, 3, 4).stride(2).pad(1).activation(Activation::Leaky);
+/// let mut layer: DeconvLayer<f32> = DeconvLayer::new(&config)?;
+/// let input = vec![0.5f32; 2 * 4 * 4];
+/// let output = layer.forward(&input, Mode::Inference)?;
+/// assert_eq!(output.len(), 3 * 8 * 8);
+/// # Ok::<(), deconv::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct DeconvLayer<T: Element = f32, B: Gemm<T> = DefaultBackend> {
+    config: DeconvConfig,
+    geometry: Geometry,
+    backend: B,
+    learning_rate_scale: T,
+    weights: Vec<T>,
+    weight_updates: Vec<T>,
+    biases: Vec<T>,
+    bias_updates: Vec<T>,
+    bn: Option<BatchNorm<T>>,
+    adam: Option<AdamState<T>>,
+    output: Vec<T>,
+    delta: Vec<T>,
+    workspace: Vec<T>,
+    last_forward: Option<Mode>,
+}
+
+macro_rules! buffers {
+    ($($(#[$doc:meta])* $name:ident / $name_mut:ident => $($path:ident).+;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(&self) -> &[T] {
+                &self.$($path).+
+            }
+            $(#[$doc])*
+            pub fn $name_mut(&mut self) -> &mut [T] {
+                &mut self.$($path).+
+            }
+        )*
+    };
+}
+
+macro_rules! bn_buffers {
+    ($($(#[$doc:meta])* $name:ident / $name_mut:ident => $field:ident;)*) => {
+        $(
+            $(#[$doc])*
+            /// `None` without batch norm.
+            pub fn $name(&self) -> Option<&[T]> {
+                self.bn.as_ref().map(|bn| &bn.$field[..])
+            }
+            $(#[$doc])*
+            /// `None` without batch norm.
+            pub fn $name_mut(&mut self) -> Option<&mut [T]> {
+                self.bn.as_mut().map(|bn| &mut bn.$field[..])
+            }
+        )*
+    };
+}
+
+impl<T: Element, B: Gemm<T> + Default> DeconvLayer<T, B> {
+    /// Builds a layer (Darknet `make_deconvolutional_layer`) on the backend `B::default()`.
+    ///
+    /// Weights are drawn from `N(0, .02)` with the config's seed and scaled by
+    /// `out_h*out_w / (h*w)` as Darknet does; biases are 0, batch-norm scales 1; the
+    /// learning-rate scale is 1 (Darknet leaves it 0, which silently disables learning unless
+    /// the cfg parser sets it).
+    ///
+    /// # Errors
+    /// The configuration's errors ([`DeconvConfig::geometry`]).
+    pub fn new(config: &DeconvConfig) -> Result<Self> {
+        Self::with_backend(config, B::default())
+    }
+}
+
+impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
+    /// Builds a layer on an explicitly chosen backend (see [`new`](Self::new)).
+    ///
+    /// # Errors
+    /// The configuration's errors ([`DeconvConfig::geometry`]).
+    pub fn with_backend(config: &DeconvConfig, backend: B) -> Result<Self> {
+        let g = config.geometry()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let normal = Normal::new(0.0f64, 0.02).expect("0.02 is a valid standard deviation");
+        let scale = g.out_area() as f64 / g.in_area() as f64;
+        let weights = (0..g.weight_count())
+            .map(|_| T::of(normal.sample(&mut rng)) * T::of(scale))
+            .collect();
+        let total = g.batch() * g.outputs();
+        let n = g.filters();
+        Ok(DeconvLayer {
+            config: config.clone(),
+            geometry: g,
+            backend,
+            learning_rate_scale: T::one(),
+            weights,
+            weight_updates: vec![T::zero(); g.weight_count()],
+            biases: vec![T::zero(); n],
+            bias_updates: vec![T::zero(); n],
+            bn: config.batch_normalize.then(|| BatchNorm::new(n, total)),
+            adam: config.adam.then(|| AdamState {
+                weights: Moments::new(g.weight_count()),
+                biases: Moments::new(n),
+                scales: Moments::new(if config.batch_normalize { n } else { 0 }),
+                step: 0,
+            }),
+            output: vec![T::zero(); total],
+            delta: vec![T::zero(); total],
+            workspace: if config.own_workspace {
+                vec![T::zero(); g.workspace_size()]
+            } else {
+                Vec::new()
+            },
+            last_forward: None,
+        })
+    }
+
+    /// The configuration the layer was built (or last resized) with.
+    pub fn config(&self) -> &DeconvConfig {
+        &self.config
+    }
+    /// The layer's sizes.
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+    /// The GEMM backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+    /// The activation.
+    pub fn activation(&self) -> Activation {
+        self.config.activation
+    }
+    /// Whether the layer batch-normalizes.
+    pub fn batch_normalize(&self) -> bool {
+        self.bn.is_some()
+    }
+    /// Workspace elements forward and backward need (Darknet `workspace_size`, which counts
+    /// bytes: multiply by `size_of::<T>()`).
+    pub fn workspace_size(&self) -> usize {
+        self.geometry.workspace_size()
+    }
+    /// Multiplier of the learning rate in [`update`](Self::update) (Darknet `learning_rate_scale`).
+    pub fn learning_rate_scale(&self) -> T {
+        self.learning_rate_scale
+    }
+    /// Sets the learning-rate multiplier.
+    pub fn set_learning_rate_scale(&mut self, scale: T) {
+        self.learning_rate_scale = scale;
+    }
+    /// Adam steps taken so far (Darknet `t`), `None` without Adam buffers.
+    pub fn adam_step(&self) -> Option<u64> {
+        self.adam.as_ref().map(|a| a.step)
+    }
+
+    buffers! {
+        /// Weights `[in_channels][filters / groups][kh][kw]` (Darknet `weights`).
+        weights / weights_mut => weights;
+        /// Accumulated weight gradient, descent direction (Darknet `weight_updates`).
+        weight_updates / weight_updates_mut => weight_updates;
+        /// Biases, one per filter (Darknet `biases`; with batch norm, the shift after scaling).
+        biases / biases_mut => biases;
+        /// Accumulated bias gradient, descent direction (Darknet `bias_updates`).
+        bias_updates / bias_updates_mut => bias_updates;
+        /// Output of the last forward pass, `[batch][filters][out_h][out_w]` (Darknet `output`).
+        output / output_mut => output;
+        /// Gradient at the output, descent direction `-dLoss/dOutput`, to be filled before
+        /// [`backward`](Self::backward) (Darknet `delta`).
+        delta / delta_mut => delta;
+    }
+
+    bn_buffers! {
+        /// Batch-norm scales (Darknet `scales`).
+        scales / scales_mut => scales;
+        /// Accumulated scale gradient, descent direction (Darknet `scale_updates`).
+        scale_updates / scale_updates_mut => scale_updates;
+        /// Rolling mean (Darknet `rolling_mean`).
+        rolling_mean / rolling_mean_mut => rolling_mean;
+        /// Rolling unbiased variance (Darknet `rolling_variance`).
+        rolling_variance / rolling_variance_mut => rolling_variance;
+        /// Mean of the last training batch (Darknet `mean`).
+        batch_mean / batch_mean_mut => mean;
+        /// Unbiased variance of the last training batch (Darknet `variance`).
+        batch_variance / batch_variance_mut => variance;
+        /// Normalized pre-activation output of the last training forward (Darknet `x_norm`).
+        x_norm / x_norm_mut => x_norm;
+    }
+
+    /// The output and the delta at once, to hand the delta to the next layer's backward while
+    /// reading this layer's output.
+    pub fn output_and_delta_mut(&mut self) -> (&[T], &mut [T]) {
+        (&self.output, &mut self.delta)
+    }
+
+    /// Forward pass on the layer's own workspace (Darknet `forward_deconvolutional_layer`):
+    /// GEMM and col2im per image and group, then bias or batch norm, then the activation.
+    /// Returns the output.
+    ///
+    /// # Errors
+    /// [`Error::BufferLength`] when `input` is not `batch * in_channels * h * w` long;
+    /// [`Error::InvalidState`] when the layer was built without its own workspace, or when batch
+    /// norm trains on fewer than 2 values per channel.
+    pub fn forward(&mut self, input: &[T], mode: Mode) -> Result<&[T]> {
+        let mut workspace = self.take_workspace("forward")?;
+        let result = self.forward_with_workspace(input, mode, &mut workspace);
+        self.workspace = workspace;
+        result?;
+        Ok(&self.output)
+    }
+
+    /// [`forward`](Self::forward) on a caller's workspace of at least
+    /// [`workspace_size`](Self::workspace_size) elements (shared by many layers, for example).
+    ///
+    /// # Errors
+    /// As [`forward`](Self::forward), and [`Error::BufferLength`] for a short workspace.
+    pub fn forward_with_workspace(
+        &mut self,
+        input: &[T],
+        mode: Mode,
+        workspace: &mut [T],
+    ) -> Result<()> {
+        let g = self.geometry;
+        check_len("input", g.batch() * g.inputs(), input.len())?;
+        check_len_at_least("workspace", g.workspace_size(), workspace.len())?;
+        if mode == Mode::Train && self.bn.is_some() && g.batch() * g.out_area() < 2 {
+            return Err(Error::InvalidState(
+                "batch norm in training needs at least 2 values per channel (batch * out_h * out_w >= 2)"
+                    .into(),
+            ));
+        }
+        self.last_forward = None;
+        let cols = &mut workspace[..g.workspace_size()];
+        let (cg, ng, hw, ohw, rows) = (
+            g.group_in(),
+            g.group_out(),
+            g.in_area(),
+            g.out_area(),
+            g.col_rows(),
+        );
+        let window = g.window();
+        for b in 0..g.batch() {
+            for grp in 0..g.groups() {
+                let x = &input[b * g.inputs() + grp * cg * hw..][..cg * hw];
+                let w = &self.weights[grp * cg * rows..][..cg * rows];
+                // cols (rows x hw) = W_g^T (rows x cg) * x_g (cg x hw)
+                par_gemm(
+                    &self.backend,
+                    T::one(),
+                    MatRef::new(w, cg, rows, rows)?.t(),
+                    MatRef::new(x, cg, hw, hw)?,
+                    T::zero(),
+                    MatMut::new(cols, rows, hw, hw)?,
+                )?;
+                let out = &mut self.output[b * g.outputs() + grp * ng * ohw..][..ng * ohw];
+                col2im(cols, &window, out)?;
+            }
+        }
+        match (&mut self.bn, mode) {
+            (Some(bn), Mode::Train) => bn.forward_train(&mut self.output, &self.biases, ohw),
+            (Some(bn), Mode::Inference) => {
+                bn.forward_inference(&mut self.output, &self.biases, ohw)
+            }
+            (None, _) => add_bias(&mut self.output, &self.biases, ohw),
+        }
+        self.config.activation.activate_slice(&mut self.output);
+        self.last_forward = Some(mode);
+        Ok(())
+    }
+
+    /// Backward pass on the layer's own workspace (Darknet `backward_deconvolutional_layer`).
+    ///
+    /// Fill [`delta_mut`](Self::delta_mut) with `-dLoss/dOutput` first. Multiplies `delta` by
+    /// the activation's gradient (taken on the output, as Darknet), then accumulates the bias
+    /// (or batch-norm) and weight gradients, and, when `input_delta` is given, **adds**
+    /// `-dLoss/dInput` to it. `input` must be the input of the forward pass this follows.
+    ///
+    /// # Errors
+    /// [`Error::BufferLength`] for wrong lengths of `input` or `input_delta`;
+    /// [`Error::InvalidState`] without a preceding forward pass (a training one with batch norm),
+    /// or when the layer has no workspace of its own.
+    pub fn backward(&mut self, input: &[T], input_delta: Option<&mut [T]>) -> Result<()> {
+        let mut workspace = self.take_workspace("backward")?;
+        let result = self.backward_with_workspace(input, input_delta, &mut workspace);
+        self.workspace = workspace;
+        result
+    }
+
+    /// [`backward`](Self::backward) on a caller's workspace.
+    ///
+    /// # Errors
+    /// As [`backward`](Self::backward), and [`Error::BufferLength`] for a short workspace.
+    pub fn backward_with_workspace(
+        &mut self,
+        input: &[T],
+        mut input_delta: Option<&mut [T]>,
+        workspace: &mut [T],
+    ) -> Result<()> {
+        let g = self.geometry;
+        check_len("input", g.batch() * g.inputs(), input.len())?;
+        if let Some(d) = &input_delta {
+            check_len("input_delta", g.batch() * g.inputs(), d.len())?;
+        }
+        check_len_at_least("workspace", g.workspace_size(), workspace.len())?;
+        match (self.last_forward, &self.bn) {
+            (None, _) => {
+                return Err(Error::InvalidState(
+                    "backward needs a forward pass first (each forward allows one backward)".into(),
+                ));
+            }
+            (Some(Mode::Inference), Some(_)) => {
+                return Err(Error::InvalidState(
+                    "backward through batch norm needs a forward pass in Mode::Train".into(),
+                ));
+            }
+            _ => {}
+        }
+        self.last_forward = None;
+        let (cg, ng, hw, ohw, rows) = (
+            g.group_in(),
+            g.group_out(),
+            g.in_area(),
+            g.out_area(),
+            g.col_rows(),
+        );
+        self.config
+            .activation
+            .gradient_slice(&self.output, &mut self.delta)?;
+        match &mut self.bn {
+            Some(bn) => bn.backward(&mut self.delta, &mut self.bias_updates, ohw),
+            None => backward_bias(&mut self.bias_updates, &self.delta, ohw),
+        }
+        let cols = &mut workspace[..g.workspace_size()];
+        let window = g.window();
+        for b in 0..g.batch() {
+            for grp in 0..g.groups() {
+                let d = &self.delta[b * g.outputs() + grp * ng * ohw..][..ng * ohw];
+                im2col(d, &window, cols)?;
+                let x = &input[b * g.inputs() + grp * cg * hw..][..cg * hw];
+                let wrange = grp * cg * rows..(grp + 1) * cg * rows;
+                // weight_updates_g (cg x rows) += x_g (cg x hw) * cols^T (hw x rows)
+                par_gemm(
+                    &self.backend,
+                    T::one(),
+                    MatRef::new(x, cg, hw, hw)?,
+                    MatRef::new(cols, rows, hw, hw)?.t(),
+                    T::one(),
+                    MatMut::new(&mut self.weight_updates[wrange.clone()], cg, rows, rows)?,
+                )?;
+                if let Some(dx) = input_delta.as_deref_mut() {
+                    let dx = &mut dx[b * g.inputs() + grp * cg * hw..][..cg * hw];
+                    // input_delta_g (cg x hw) += W_g (cg x rows) * cols (rows x hw)
+                    par_gemm(
+                        &self.backend,
+                        T::one(),
+                        MatRef::new(&self.weights[wrange], cg, rows, rows)?,
+                        MatRef::new(cols, rows, hw, hw)?,
+                        T::one(),
+                        MatMut::new(dx, cg, hw, hw)?,
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn take_workspace(&mut self, call: &str) -> Result<Vec<T>> {
+        if self.config.own_workspace {
+            Ok(std::mem::take(&mut self.workspace))
+        } else {
+            Err(Error::InvalidState(format!(
+                "the layer was built with own_workspace(false): call {call}_with_workspace"
+            )))
+        }
+    }
+
+    /// Applies the accumulated updates (Darknet `update_deconvolutional_layer`).
+    ///
+    /// With [`Optimizer::Sgd`], exactly Darknet's formulas, `lr = learning_rate * learning_rate_scale`:
+    /// `biases += lr/batch * bias_updates; bias_updates *= momentum` (the same for batch-norm
+    /// scales), `weight_updates -= decay*batch * weights; weights += lr/batch * weight_updates;
+    /// weight_updates *= momentum`.
+    ///
+    /// With [`Optimizer::Adam`], Darknet's GPU rule for weights, biases and scales alike:
+    /// `d = updates - decay*batch * params; m = b1*m + (1-b1)*d; v = b2*v + (1-b2)*d^2;
+    /// params += lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps); updates = 0`, where `t`
+    /// counts this layer's Adam steps from 1.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for `batch == 0`; [`Error::InvalidState`] for Adam on a
+    /// layer built without `adam(true)`.
+    pub fn update(&mut self, args: &UpdateArgs<T>) -> Result<()> {
+        if args.batch == 0 {
+            return Err(Error::InvalidParameter {
+                param: "batch",
+                reason: "update needs batch >= 1".into(),
+            });
+        }
+        let lr = args.learning_rate * self.learning_rate_scale;
+        let batch = T::of(args.batch as f64);
+        match args.optimizer {
+            Optimizer::Sgd => {
+                sgd_step(
+                    &mut self.biases,
+                    &mut self.bias_updates,
+                    lr / batch,
+                    args.momentum,
+                );
+                if let Some(bn) = &mut self.bn {
+                    sgd_step(
+                        &mut bn.scales,
+                        &mut bn.scale_updates,
+                        lr / batch,
+                        args.momentum,
+                    );
+                }
+                let decay = -args.decay * batch;
+                self.weight_updates
+                    .par_iter_mut()
+                    .zip(self.weights.par_iter_mut())
+                    .for_each(|(u, w)| {
+                        *u += decay * *w;
+                        *w += lr / batch * *u;
+                        *u *= args.momentum;
+                    });
+            }
+            Optimizer::Adam {
+                beta1,
+                beta2,
+                epsilon,
+            } => {
+                let Some(adam) = &mut self.adam else {
+                    return Err(Error::InvalidState(
+                        "Adam needs the layer built with DeconvConfig::adam(true)".into(),
+                    ));
+                };
+                adam.step += 1;
+                let rule = AdamRule {
+                    beta1,
+                    beta2,
+                    epsilon,
+                    lr,
+                    decay: args.decay * batch,
+                    correction1: T::one() - beta1.powi(adam.step as i32),
+                    correction2: T::one() - beta2.powi(adam.step as i32),
+                };
+                rule.apply(
+                    &mut self.weights,
+                    &mut self.weight_updates,
+                    &mut adam.weights,
+                );
+                rule.apply(&mut self.biases, &mut self.bias_updates, &mut adam.biases);
+                if let Some(bn) = &mut self.bn {
+                    rule.apply(&mut bn.scales, &mut bn.scale_updates, &mut adam.scales);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Changes the input size (Darknet `resize_deconvolutional_layer`), reallocating the output,
+    /// delta, batch-norm and workspace buffers. Parameters are kept.
+    ///
+    /// # Errors
+    /// The configuration's errors for the new size; the layer is unchanged then.
+    pub fn resize(&mut self, in_h: usize, in_w: usize) -> Result<()> {
+        let mut config = self.config.clone();
+        config.in_h = in_h;
+        config.in_w = in_w;
+        let g = config.geometry()?;
+        let total = g.batch() * g.outputs();
+        self.output = vec![T::zero(); total];
+        self.delta = vec![T::zero(); total];
+        if let Some(bn) = &mut self.bn {
+            bn.x_norm = vec![T::zero(); total];
+        }
+        if config.own_workspace {
+            self.workspace = vec![T::zero(); g.workspace_size()];
+        }
+        self.config = config;
+        self.geometry = g;
+        self.last_forward = None;
+        Ok(())
+    }
+
+    /// Sets the weights to the standard bilinear-upsampling kernel (Darknet `bilinear_init`).
+    ///
+    /// For each axis with kernel `k`, factor `f = ceil(k / 2)` and center `f - 1` (k odd) or
+    /// `f - 0.5` (k even), the tap `i` weighs `1 - |i - center| / f`; the kernel is the outer
+    /// product, placed on the channel diagonal (input channel `i` to output channel `i`, for `i`
+    /// below both channel counts and within one group); every other weight is 0.
+    // Darknet omits the `/ f` (a 4x4 kernel gets negative corners) and indexes the weights as
+    // `[n][c]`, reaching the diagonal only when c == n; we write the standard kernel on `W[i][i]`.
+    pub fn bilinear_init(&mut self) {
+        let g = self.geometry;
+        let profile = |k: usize, i: usize| {
+            let f = k.div_ceil(2) as f64;
+            let center = if k % 2 == 1 { f - 1.0 } else { f - 0.5 };
+            1.0 - (i as f64 - center).abs() / f
+        };
+        let [kh, kw] = g.kernel();
+        self.weights.fill(T::zero());
+        for ch in 0..g.in_channels().min(g.filters()) {
+            let group = ch / g.group_in();
+            if ch / g.group_out() != group {
+                continue;
+            }
+            let local_out = ch - group * g.group_out();
+            let base = (ch * g.group_out() + local_out) * kh * kw;
+            for i in 0..kh {
+                for j in 0..kw {
+                    self.weights[base + i * kw + j] = T::of(profile(kh, i) * profile(kw, j));
+                }
+            }
+        }
+    }
+
+    /// Folds batch norm into the weights and biases (Darknet `denormalize_deconvolutional_layer`)
+    /// and turns batch norm off, so that inference gives the same output as the normalized layer
+    /// did (to rounding).
+    ///
+    /// Filter `i` gets the factor `s = scales[i] / (sqrt(rolling_variance[i]) + 1e-6)`, the
+    /// epsilon of the forward pass: `W[c][i] *= s` for every input channel `c`, and
+    /// `biases[i] -= rolling_mean[i] * s`.
+    // Darknet scales `weights[i*c*k*k ..]`, i.e. indexes them `[n][c*k*k]` although they are
+    // `[c][n][k][k]`, and uses `sqrt(var + 1e-5)`: its folded layer does not reproduce its output.
+    ///
+    /// # Errors
+    /// [`Error::InvalidState`] when the layer has no batch norm.
+    pub fn denormalize(&mut self) -> Result<()> {
+        let Some(bn) = self.bn.take() else {
+            return Err(Error::InvalidState(
+                "denormalize needs a batch-normalized layer".into(),
+            ));
+        };
+        let g = self.geometry;
+        let factor: Vec<T> = (0..g.filters())
+            .map(|i| bn.scales[i] / (bn.rolling_variance[i].sqrt() + T::of(EPSILON)))
+            .collect();
+        let (ng, taps) = (g.group_out(), g.taps());
+        for (row, w) in self.weights.chunks_mut(taps).enumerate() {
+            // Row = (c, local filter); its filter is local + group(c) * ng.
+            let (c, local) = (row / ng, row % ng);
+            let filter = c / g.group_in() * ng + local;
+            w.iter_mut().for_each(|x| *x *= factor[filter]);
+        }
+        for (i, b) in self.biases.iter_mut().enumerate() {
+            *b -= bn.rolling_mean[i] * factor[i];
+        }
+        self.config.batch_normalize = false;
+        self.last_forward = None;
+        Ok(())
+    }
+}
+
+fn sgd_step<T: Element>(params: &mut [T], updates: &mut [T], rate: T, momentum: T) {
+    for (p, u) in params.iter_mut().zip(updates.iter_mut()) {
+        *p += rate * *u;
+        *u *= momentum;
+    }
+}
+
+struct AdamRule<T> {
+    beta1: T,
+    beta2: T,
+    epsilon: T,
+    lr: T,
+    decay: T,
+    correction1: T,
+    correction2: T,
+}
+
+impl<T: Element> AdamRule<T> {
+    fn apply(&self, params: &mut [T], updates: &mut [T], moments: &mut Moments<T>) {
+        let one = T::one();
+        for (((p, u), m), v) in params
+            .iter_mut()
+            .zip(updates.iter_mut())
+            .zip(moments.m.iter_mut())
+            .zip(moments.v.iter_mut())
+        {
+            let d = *u - self.decay * *p;
+            *m = self.beta1 * *m + (one - self.beta1) * d;
+            *v = self.beta2 * *v + (one - self.beta2) * d * d;
+            let m_hat = *m / self.correction1;
+            let v_hat = *v / self.correction2;
+            *p += self.lr * m_hat / (v_hat.sqrt() + self.epsilon);
+            *u = T::zero();
+        }
+    }
+}
+
+/// `data[b][f][..] += biases[f]` (Darknet `add_bias`).
+fn add_bias<T: Element>(data: &mut [T], biases: &[T], spatial: usize) {
+    let channels = biases.len();
+    data.par_chunks_mut(spatial)
+        .enumerate()
+        .for_each(|(p, plane)| {
+            let b = biases[p % channels];
+            plane.iter_mut().for_each(|x| *x += b);
+        });
+}
+
+/// `bias_updates[f] += sum over b and spatial of delta[b][f][..]` (Darknet `backward_bias`).
+fn backward_bias<T: Element>(bias_updates: &mut [T], delta: &[T], spatial: usize) {
+    let channels = bias_updates.len();
+    bias_updates.par_iter_mut().enumerate().for_each(|(f, u)| {
+        for plane in delta.chunks(spatial).skip(f).step_by(channels) {
+            *u += plane.iter().copied().sum::<T>();
+        }
+    });
+}
