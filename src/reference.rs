@@ -72,3 +72,18 @@ pub fn conv2d_adjoint<T: Element>(g: &Geometry, grad: &[T], weights: &[T]) -> Re
     for_each_tap(g, |i, w, o| x[i] += grad[o] * weights[w]);
     Ok(x)
 }
+
+/// The weight gradient of [`deconv2d`]: `sum over taps of input * grad`, laid out like the
+/// weights. With Darknet's sign convention (`grad` = descent direction) this is what
+/// [`DeconvLayer::backward`](crate::DeconvLayer::backward) adds to `weight_updates` for a linear
+/// layer without batch norm.
+///
+/// # Errors
+/// [`Error::BufferLength`](crate::Error::BufferLength) when `input` or `grad` do not match `g`.
+pub fn deconv2d_weight_grad<T: Element>(g: &Geometry, input: &[T], grad: &[T]) -> Result<Vec<T>> {
+    check_len("input", g.batch() * g.inputs(), input.len())?;
+    check_len("grad", g.batch() * g.outputs(), grad.len())?;
+    let mut dw = vec![T::zero(); g.weight_count()];
+    for_each_tap(g, |i, w, o| dw[w] += input[i] * grad[o]);
+    Ok(dw)
+}

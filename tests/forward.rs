@@ -1,0 +1,215 @@
+//! The layer's GEMM + col2im / im2col paths against the direct-loop reference, for every
+//! compiled backend and both element types; and the backends against each other.
+
+mod common;
+
+use common::*;
+use deconv::backend::Gemm;
+use deconv::{DeconvConfig, DeconvLayer, Element, Mode, reference};
+
+/// Forward and backward of a linear layer without batch norm equal the reference; with whole
+/// numbers the comparison is exact.
+fn check_against_reference<T: Element, B: Gemm<T> + Default>(seed: u64, exact: bool) {
+    let mut r = rng(seed);
+    for case in 0..150 {
+        let config = random_config(&mut r);
+        let mut layer: DeconvLayer<T, B> = DeconvLayer::new(&config).unwrap();
+        let g = *layer.geometry();
+        let values = |r: &mut _, n| if exact { whole(r, n) } else { uniform(r, n) };
+        let weights = cast::<T>(&values(&mut r, g.weight_count()));
+        let biases = cast::<T>(&values(&mut r, g.filters()));
+        let input = cast::<T>(&values(&mut r, g.batch() * g.inputs()));
+        let grad = cast::<T>(&values(&mut r, g.batch() * g.outputs()));
+        layer.weights_mut().copy_from_slice(&weights);
+        layer.biases_mut().copy_from_slice(&biases);
+
+        let mut expect = reference::deconv2d(&g, &input, &weights).unwrap();
+        let area = g.out_area();
+        for (p, plane) in expect.chunks_mut(area).enumerate() {
+            plane.iter_mut().for_each(|x| *x += biases[p % g.filters()]);
+        }
+        let out = layer.forward(&input, Mode::Train).unwrap().to_vec();
+
+        layer.delta_mut().copy_from_slice(&grad);
+        let mut dx = vec![T::zero(); input.len()];
+        layer.backward(&input, Some(&mut dx)).unwrap();
+        let expect_dx = reference::conv2d_adjoint(&g, &grad, &weights).unwrap();
+        let expect_dw = reference::deconv2d_weight_grad(&g, &input, &grad).unwrap();
+        let mut expect_db = vec![T::zero(); g.filters()];
+        for (p, plane) in grad.chunks(area).enumerate() {
+            expect_db[p % g.filters()] += plane.iter().copied().sum::<T>();
+        }
+
+        let tol = if exact {
+            0.0
+        } else {
+            1e3 * T::epsilon().to_f64_lossless()
+        };
+        let what = format!("case {case} {config:?} on {}", layer.backend().name());
+        for (name, got, want) in [
+            ("forward", &out[..], &expect[..]),
+            ("input gradient", &dx, &expect_dx),
+            ("weight gradient", layer.weight_updates(), &expect_dw),
+            ("bias gradient", layer.bias_updates(), &expect_db),
+        ] {
+            let diff = max_rel_diff(got, want);
+            assert!(
+                diff <= tol,
+                "{name} differs by {diff:e} (tolerance {tol:e}): {what}"
+            );
+        }
+    }
+}
+
+#[cfg(feature = "matrixmultiply")]
+mod matrixmultiply {
+    use super::*;
+    use deconv::backend::MatrixMultiply;
+
+    #[test]
+    fn f32_whole_numbers_exact() {
+        check_against_reference::<f32, MatrixMultiply>(1, true);
+    }
+    #[test]
+    fn f64_whole_numbers_exact() {
+        check_against_reference::<f64, MatrixMultiply>(2, true);
+    }
+    #[test]
+    fn f32_random() {
+        check_against_reference::<f32, MatrixMultiply>(3, false);
+    }
+    #[test]
+    fn f64_random() {
+        check_against_reference::<f64, MatrixMultiply>(4, false);
+    }
+}
+
+#[cfg(feature = "openblas")]
+mod openblas {
+    use super::*;
+    use deconv::backend::OpenBlas;
+
+    #[test]
+    fn f32_whole_numbers_exact() {
+        check_against_reference::<f32, OpenBlas>(5, true);
+    }
+    #[test]
+    fn f64_whole_numbers_exact() {
+        check_against_reference::<f64, OpenBlas>(6, true);
+    }
+    #[test]
+    fn f32_random() {
+        check_against_reference::<f32, OpenBlas>(7, false);
+    }
+    #[test]
+    fn f64_random() {
+        check_against_reference::<f64, OpenBlas>(8, false);
+    }
+}
+
+/// Both backends, same layer with batch norm and a nonlinear activation: forward, backward and
+/// update agree to rounding.
+#[cfg(all(feature = "matrixmultiply", feature = "openblas"))]
+#[test]
+fn backends_agree_on_a_full_training_step() {
+    use deconv::backend::{MatrixMultiply, OpenBlas};
+    use deconv::{Activation, UpdateArgs};
+    let mut r = rng(9);
+    for _ in 0..30 {
+        let config = random_config(&mut r)
+            .activation(Activation::Leaky)
+            .batch_normalize(true);
+        let g = config.geometry().unwrap();
+        if g.batch() * g.out_area() < 2 {
+            continue;
+        }
+        let mut a: DeconvLayer<f32, MatrixMultiply> = DeconvLayer::new(&config).unwrap();
+        let mut b: DeconvLayer<f32, OpenBlas> = DeconvLayer::new(&config).unwrap();
+        assert_eq!(a.weights(), b.weights(), "same seed, same weights");
+        let input = cast::<f32>(&uniform(&mut r, g.batch() * g.inputs()));
+        let grad = cast::<f32>(&uniform(&mut r, g.batch() * g.outputs()));
+        let ya = a.forward(&input, Mode::Train).unwrap().to_vec();
+        let yb = b.forward(&input, Mode::Train).unwrap().to_vec();
+        assert!(max_rel_diff(&ya, &yb) < 1e-4, "forward {config:?}");
+        a.delta_mut().copy_from_slice(&grad);
+        b.delta_mut().copy_from_slice(&grad);
+        let (mut da, mut db) = (vec![0.0; input.len()], vec![0.0; input.len()]);
+        a.backward(&input, Some(&mut da)).unwrap();
+        b.backward(&input, Some(&mut db)).unwrap();
+        assert!(max_rel_diff(&da, &db) < 1e-3, "input gradient {config:?}");
+        assert!(
+            max_rel_diff(a.weight_updates(), b.weight_updates()) < 1e-3,
+            "{config:?}"
+        );
+        assert!(max_rel_diff(a.scale_updates().unwrap(), b.scale_updates().unwrap()) < 1e-3);
+        let args = UpdateArgs::sgd(0.1, 0.9, 0.001, g.batch());
+        a.update(&args).unwrap();
+        b.update(&args).unwrap();
+        assert!(
+            max_rel_diff(a.weights(), b.weights()) < 1e-4,
+            "update {config:?}"
+        );
+    }
+}
+
+/// A layer without its own workspace gives the same results on a shared one.
+#[test]
+fn shared_workspace_matches_own() {
+    let mut r = rng(10);
+    let c1 = random_config(&mut r);
+    let c2 = random_config(&mut r);
+    let mut own1: DeconvLayer<f64> = DeconvLayer::new(&c1).unwrap();
+    let mut own2: DeconvLayer<f64> = DeconvLayer::new(&c2).unwrap();
+    let mut ext1: DeconvLayer<f64> = DeconvLayer::new(&c1.clone().own_workspace(false)).unwrap();
+    let mut ext2: DeconvLayer<f64> = DeconvLayer::new(&c2.clone().own_workspace(false)).unwrap();
+    let size = ext1.workspace_size().max(ext2.workspace_size());
+    let mut shared = vec![f64::NAN; size];
+    for (own, ext, config) in [(&mut own1, &mut ext1, &c1), (&mut own2, &mut ext2, &c2)] {
+        let g = config.geometry().unwrap();
+        let input = uniform(&mut r, g.batch() * g.inputs());
+        let a = own.forward(&input, Mode::Train).unwrap().to_vec();
+        ext.forward_with_workspace(&input, Mode::Train, &mut shared)
+            .unwrap();
+        assert_eq!(a, ext.output());
+        let grad = uniform(&mut r, g.batch() * g.outputs());
+        own.delta_mut().copy_from_slice(&grad);
+        ext.delta_mut().copy_from_slice(&grad);
+        let (mut da, mut db) = (vec![0.0; input.len()], vec![0.0; input.len()]);
+        own.backward(&input, Some(&mut da)).unwrap();
+        ext.backward_with_workspace(&input, Some(&mut db), &mut shared)
+            .unwrap();
+        assert_eq!(da, db);
+        assert_eq!(own.weight_updates(), ext.weight_updates());
+    }
+}
+
+/// The thread count does not change results (rayon splits GEMM rows and channel planes).
+#[test]
+fn one_thread_and_many_threads_agree() {
+    let config = DeconvConfig::new(2, 64, 9, 7, 48, 3)
+        .stride(2)
+        .pad(1)
+        .batch_normalize(true);
+    let g = config.geometry().unwrap();
+    let mut r = rng(11);
+    let input = uniform(&mut r, g.batch() * g.inputs());
+    let grad = uniform(&mut r, g.batch() * g.outputs());
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut layer: DeconvLayer<f64> = DeconvLayer::new(&config).unwrap();
+            let y = layer.forward(&input, Mode::Train).unwrap().to_vec();
+            layer.delta_mut().copy_from_slice(&grad);
+            let mut dx = vec![0.0; input.len()];
+            layer.backward(&input, Some(&mut dx)).unwrap();
+            (y, dx, layer.weight_updates().to_vec())
+        })
+    };
+    let (one, four) = (run(1), run(4));
+    assert!(max_rel_diff(&one.0, &four.0) < 1e-12);
+    assert!(max_rel_diff(&one.1, &four.1) < 1e-12);
+    assert!(max_rel_diff(&one.2, &four.2) < 1e-12);
+}
