@@ -15,7 +15,7 @@
 //!   [`denormalize`](DeconvLayer::denormalize).
 //! - [`Activation`] has all of Darknet's activations; [`batchnorm`] reproduces Darknet's CPU
 //!   batch norm with an exact backward.
-//! - [`reference`] has direct-loop implementations that the fast paths are tested against.
+//! - [`reference`](mod@reference) has direct-loop implementations that the fast paths are tested against.
 //!
 //! Layout is NCHW; weights are `[in_channels][filters / groups][kh][kw]`, as Darknet and
 //! PyTorch `ConvTranspose2d`. Output size per axis:

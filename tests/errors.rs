@@ -23,7 +23,8 @@ fn invalid_param(config: &DeconvConfig) -> (&'static str, String) {
 
 #[test]
 fn zero_sizes_name_the_parameter() {
-    let cases: [(&str, fn(&mut DeconvConfig)); 12] = [
+    type Setter = fn(&mut DeconvConfig);
+    let cases: [(&str, Setter); 12] = [
         ("batch", |c| c.batch = 0),
         ("in_channels", |c| c.in_channels = 0),
         ("in_h", |c| c.in_h = 0),
