@@ -86,6 +86,34 @@ struct AdamState<T> {
     step: u64,
 }
 
+impl<T> AdamState<T> {
+    fn moments(&self, params: Params) -> &Moments<T> {
+        match params {
+            Params::Weights => &self.weights,
+            Params::Biases => &self.biases,
+            Params::Scales => &self.scales,
+        }
+    }
+    fn moments_mut(&mut self, params: Params) -> &mut Moments<T> {
+        match params {
+            Params::Weights => &mut self.weights,
+            Params::Biases => &mut self.biases,
+            Params::Scales => &mut self.scales,
+        }
+    }
+}
+
+/// Which parameters an optimizer buffer belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Params {
+    /// The weights.
+    Weights,
+    /// The biases.
+    Biases,
+    /// The batch-norm scales.
+    Scales,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 struct Moments<T> {
     m: Vec<T>,
@@ -302,6 +330,23 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
         batch_variance / batch_variance_mut => variance;
         /// Normalized pre-activation output of the last training forward (Darknet `x_norm`).
         x_norm / x_norm_mut => x_norm;
+    }
+
+    /// Adam's first and second moments `(m, v)` for `params` (Darknet `m`/`v`, `bias_m`/`bias_v`,
+    /// `scale_m`/`scale_v`); `None` without Adam buffers (empty for scales without batch norm).
+    pub fn adam_moments(&self, params: Params) -> Option<(&[T], &[T])> {
+        self.adam.as_ref().map(|a| {
+            let m = a.moments(params);
+            (&m.m[..], &m.v[..])
+        })
+    }
+
+    /// Mutable [`adam_moments`](Self::adam_moments), to restore an optimizer state.
+    pub fn adam_moments_mut(&mut self, params: Params) -> Option<(&mut [T], &mut [T])> {
+        self.adam.as_mut().map(|a| {
+            let m = a.moments_mut(params);
+            (&mut m.m[..], &mut m.v[..])
+        })
     }
 
     /// The output and the delta at once, to hand the delta to the next layer's backward while

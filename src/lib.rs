@@ -69,4 +69,9 @@ pub use backend::{COMPILED_BACKENDS, DefaultBackend, Gemm};
 pub use config::{DeconvConfig, Geometry};
 pub use element::Element;
 pub use error::{Error, Result};
-pub use layer::{DeconvLayer, Mode, Optimizer, UpdateArgs};
+pub use layer::{DeconvLayer, Mode, Optimizer, Params, UpdateArgs};
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

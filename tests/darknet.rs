@@ -159,6 +159,8 @@ fn adam_update_has_bias_correction() {
         assert!((layer.weights()[0] - w).abs() < 1e-14, "step {t}");
         assert_eq!(layer.weight_updates()[0], 0.0);
         assert_eq!(layer.adam_step(), Some(t as u64));
+        let (lm, lv) = layer.adam_moments(deconv::Params::Weights).unwrap();
+        assert!((lm[0] - m).abs() < 1e-15 && (lv[0] - v).abs() < 1e-15);
     }
 }
 
