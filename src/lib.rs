@@ -65,7 +65,7 @@ pub mod layer;
 pub mod reference;
 
 pub use activation::Activation;
-pub use backend::{COMPILED_BACKENDS, DefaultBackend, Gemm};
+pub use backend::{AnyBackend, COMPILED_BACKENDS, DefaultBackend, Gemm};
 pub use config::{DeconvConfig, Geometry};
 pub use element::Element;
 pub use error::{Error, Result};

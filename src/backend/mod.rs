@@ -44,6 +44,90 @@ pub type DefaultBackend = MatrixMultiply;
 
 include!(concat!(env!("OUT_DIR"), "/compiled_backends.rs"));
 
+/// A backend chosen at run time among the compiled-in ones (for the C ABI, command-line tools,
+/// or comparing backends in one binary). Dispatches each call with one `match`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AnyBackend {
+    /// [`MatrixMultiply`].
+    #[cfg(feature = "matrixmultiply")]
+    MatrixMultiply,
+    /// [`OpenBlas`].
+    #[cfg(feature = "openblas")]
+    OpenBlas,
+}
+
+impl AnyBackend {
+    /// The backend named `name` (`"matrixmultiply"` or `"openblas"`), if compiled in.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] (`backend`) for an unknown or not compiled-in name.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            #[cfg(feature = "matrixmultiply")]
+            "matrixmultiply" => Ok(AnyBackend::MatrixMultiply),
+            #[cfg(feature = "openblas")]
+            "openblas" => Ok(AnyBackend::OpenBlas),
+            _ => Err(Error::InvalidParameter {
+                param: "backend",
+                reason: format!(
+                    "`{name}` is not a compiled-in backend; this build has {COMPILED_BACKENDS:?}"
+                ),
+            }),
+        }
+    }
+
+    /// Every compiled-in backend, in [`COMPILED_BACKENDS`] order.
+    pub fn all() -> Vec<Self> {
+        COMPILED_BACKENDS
+            .iter()
+            .filter_map(|name| Self::from_name(name).ok())
+            .collect()
+    }
+}
+
+impl Default for AnyBackend {
+    /// The same backend as [`DefaultBackend`].
+    fn default() -> Self {
+        #[cfg(feature = "openblas")]
+        return AnyBackend::OpenBlas;
+        #[cfg(not(feature = "openblas"))]
+        return AnyBackend::MatrixMultiply;
+    }
+}
+
+macro_rules! impl_any {
+    ($t:ty) => {
+        impl Gemm<$t> for AnyBackend {
+            fn name(&self) -> &'static str {
+                match self {
+                    #[cfg(feature = "matrixmultiply")]
+                    AnyBackend::MatrixMultiply => Gemm::<$t>::name(&MatrixMultiply),
+                    #[cfg(feature = "openblas")]
+                    AnyBackend::OpenBlas => Gemm::<$t>::name(&OpenBlas),
+                }
+            }
+            fn gemm(
+                &self,
+                alpha: $t,
+                a: MatRef<'_, $t>,
+                b: MatRef<'_, $t>,
+                beta: $t,
+                c: MatMut<'_, $t>,
+            ) -> Result<()> {
+                match self {
+                    #[cfg(feature = "matrixmultiply")]
+                    AnyBackend::MatrixMultiply => MatrixMultiply.gemm(alpha, a, b, beta, c),
+                    #[cfg(feature = "openblas")]
+                    AnyBackend::OpenBlas => OpenBlas.gemm(alpha, a, b, beta, c),
+                }
+            }
+        }
+    };
+}
+impl_any!(f32);
+impl_any!(f64);
+
 /// Whether a matrix operand is used as stored or transposed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transpose {
@@ -415,6 +499,22 @@ mod tests {
     fn openblas_matches_naive_exactly() {
         check_backend::<f32, _>(&OpenBlas);
         check_backend::<f64, _>(&OpenBlas);
+    }
+
+    #[test]
+    fn any_backend_dispatches_to_each_compiled_backend() {
+        let all = AnyBackend::all();
+        assert_eq!(all.len(), COMPILED_BACKENDS.len());
+        for backend in all {
+            assert_eq!(
+                AnyBackend::from_name(Gemm::<f32>::name(&backend)),
+                Ok(backend)
+            );
+            check_backend::<f32, _>(&backend);
+            check_backend::<f64, _>(&backend);
+        }
+        let err = AnyBackend::from_name("mkl").unwrap_err();
+        assert!(err.to_string().contains("backend"), "{err}");
     }
 
     #[test]
