@@ -11,6 +11,7 @@
 //! not the gradient of its own forward; we differ on purpose (tested against finite differences).
 
 use crate::element::Element;
+use crate::reduce::{sum, sum_and_dot, sum_sq_dev};
 use rayon::prelude::*;
 
 /// Darknet's epsilon, added to the standard deviation.
@@ -108,10 +109,9 @@ impl<T: Element> BatchNorm<T> {
             *s = (T::zero(), T::zero());
             let planes = delta.chunks(spatial).zip(x_norm.chunks(spatial));
             for (d, x) in planes.skip(f).step_by(channels) {
-                for (&d, &x) in d.iter().zip(x) {
-                    s.0 += d;
-                    s.1 += d * x;
-                }
+                let (a, b) = sum_and_dot(d, x);
+                s.0 += a;
+                s.1 += b;
             }
         });
         let sums = &self.sums;
@@ -159,8 +159,7 @@ pub fn channel_stats<T: Element>(
         .enumerate()
         .for_each(|(f, (m, v))| {
             let planes = || data.chunks(spatial).skip(f).step_by(channels);
-            *m = planes().flatten().copied().sum::<T>() / count;
-            let ss: T = planes().flatten().map(|&x| (x - *m) * (x - *m)).sum();
-            *v = ss / (count - T::one());
+            *m = planes().map(sum).sum::<T>() / count;
+            *v = planes().map(|p| sum_sq_dev(p, *m)).sum::<T>() / (count - T::one());
         });
 }

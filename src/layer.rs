@@ -768,7 +768,7 @@ fn backward_bias<T: Element>(bias_updates: &mut [T], delta: &[T], spatial: usize
     let channels = bias_updates.len();
     bias_updates.par_iter_mut().enumerate().for_each(|(f, u)| {
         for plane in delta.chunks(spatial).skip(f).step_by(channels) {
-            *u += plane.iter().copied().sum::<T>();
+            *u += crate::reduce::sum(plane);
         }
     });
 }

@@ -62,6 +62,7 @@ pub mod element;
 pub mod error;
 pub mod im2col;
 pub mod layer;
+mod reduce;
 pub mod reference;
 
 pub use activation::Activation;
