@@ -76,6 +76,18 @@ impl Window {
 /// [`Error::BufferLength`](crate::Error::BufferLength) when a slice does not have exactly the
 /// size `channels` and `window` imply.
 pub fn col2im<T: Element>(cols: &[T], window: &Window, planes: &mut [T]) -> Result<()> {
+    col2im_then(cols, window, planes, true, |_, _| {})
+}
+
+/// [`col2im`], then `finish(channel, plane)` on each plane while it is still in cache (bias and
+/// activation, for example). With `parallel`, channels are spread over rayon's threads.
+pub(crate) fn col2im_then<T: Element>(
+    cols: &[T],
+    window: &Window,
+    planes: &mut [T],
+    parallel: bool,
+    finish: impl Fn(usize, &mut [T]) + Sync,
+) -> Result<()> {
     let col_plane = window.col_plane()?;
     let big_plane = window.big_plane()?;
     if big_plane == 0 || col_plane == 0 {
@@ -85,41 +97,57 @@ pub fn col2im<T: Element>(cols: &[T], window: &Window, planes: &mut [T]) -> Resu
     let channels = planes.len() / big_plane;
     check_len("planes", channels * big_plane, planes.len())?;
     check_len("cols", mul("cols", &[channels, col_plane])?, cols.len())?;
+    let one = |(ch, (plane, col)): (usize, (&mut [T], &[T]))| {
+        col2im_plane(col, window, plane);
+        finish(ch, plane);
+    };
+    if parallel {
+        planes
+            .par_chunks_mut(big_plane)
+            .zip(cols.par_chunks(col_plane))
+            .enumerate()
+            .for_each(one);
+    } else {
+        planes
+            .chunks_mut(big_plane)
+            .zip(cols.chunks(col_plane))
+            .enumerate()
+            .for_each(one);
+    }
+    Ok(())
+}
+
+/// One channel of [`col2im`]: `col` is its `kh*kw x h*w` matrix, `plane` its `out_h x out_w`.
+fn col2im_plane<T: Element>(col: &[T], window: &Window, plane: &mut [T]) {
     let [kh, kw] = window.kernel;
     let [h, w] = window.small;
     let out_w = window.big[1];
     let [sh, sw] = window.stride;
-    planes
-        .par_chunks_mut(big_plane)
-        .zip(cols.par_chunks(col_plane))
-        .for_each(|(plane, col)| {
-            plane.fill(T::zero());
-            for ki in 0..kh {
-                let (rows, y0) = window.valid(0, ki);
-                for kj in 0..kw {
-                    let (xs, x0) = window.valid(1, kj);
-                    if xs.is_empty() {
-                        continue;
+    plane.fill(T::zero());
+    for ki in 0..kh {
+        let (rows, y0) = window.valid(0, ki);
+        for kj in 0..kw {
+            let (xs, x0) = window.valid(1, kj);
+            if xs.is_empty() {
+                continue;
+            }
+            let tap = &col[(ki * kw + kj) * h * w..][..h * w];
+            for (n, iy) in rows.clone().enumerate() {
+                let src = &tap[iy * w + xs.start..iy * w + xs.end];
+                let dst = &mut plane[(y0 + n * sh) * out_w..][..out_w];
+                if sw == 1 {
+                    let dst = &mut dst[x0..x0 + src.len()];
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        *d += s;
                     }
-                    let tap = &col[(ki * kw + kj) * h * w..][..h * w];
-                    for (n, iy) in rows.clone().enumerate() {
-                        let src = &tap[iy * w + xs.start..iy * w + xs.end];
-                        let dst = &mut plane[(y0 + n * sh) * out_w..][..out_w];
-                        if sw == 1 {
-                            let dst = &mut dst[x0..x0 + src.len()];
-                            for (d, &s) in dst.iter_mut().zip(src) {
-                                *d += s;
-                            }
-                        } else {
-                            for (j, &s) in src.iter().enumerate() {
-                                dst[x0 + j * sw] += s;
-                            }
-                        }
+                } else {
+                    for (j, &s) in src.iter().enumerate() {
+                        dst[x0 + j * sw] += s;
                     }
                 }
             }
-        });
-    Ok(())
+        }
+    }
 }
 
 /// Gathers each column entry from the big planes (`im2col`); entries outside the planes are 0.

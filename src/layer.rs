@@ -6,7 +6,7 @@ use crate::batchnorm::{BatchNorm, EPSILON};
 use crate::config::{DeconvConfig, Geometry};
 use crate::element::Element;
 use crate::error::{Error, Result, check_len, check_len_at_least};
-use crate::im2col::{col2im, im2col};
+use crate::im2col::{col2im_then, im2col};
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -253,7 +253,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             output: vec![T::zero(); total],
             delta: vec![T::zero(); total],
             workspace: if config.own_workspace {
-                vec![T::zero(); g.workspace_size()]
+                vec![T::zero(); own_workspace_len(&g)]
             } else {
                 Vec::new()
             },
@@ -281,8 +281,13 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
     pub fn batch_normalize(&self) -> bool {
         self.bn.is_some()
     }
-    /// Workspace elements forward and backward need (Darknet `workspace_size`, which counts
-    /// bytes: multiply by `size_of::<T>()`).
+    /// Workspace elements forward and backward need at least (Darknet `workspace_size`, which
+    /// counts bytes: multiply by `size_of::<T>()`): one image's column matrix.
+    ///
+    /// A workspace of `k` times this size lets the layer process `k` images at once, one per
+    /// rayon thread (a layer's own workspace has `min(batch, threads)` such slots, so it is never
+    /// larger than Darknet's per-image workspace times the batch). With one slot, each image's
+    /// GEMM and col2im are split over the threads instead.
     pub fn workspace_size(&self) -> usize {
         self.geometry.workspace_size()
     }
@@ -392,30 +397,36 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             ));
         }
         self.last_forward = None;
-        let cols = &mut workspace[..g.workspace_size()];
-        let (cg, ng, hw, ohw, rows) = (
-            g.group_in(),
-            g.group_out(),
-            g.in_area(),
-            g.out_area(),
-            g.col_rows(),
-        );
-        let window = g.window();
-        for b in 0..g.batch() {
-            for grp in 0..g.groups() {
-                let x = &input[b * g.inputs() + grp * cg * hw..][..cg * hw];
-                let w = &self.weights[grp * cg * rows..][..cg * rows];
-                // cols (rows x hw) = W_g^T (rows x cg) * x_g (cg x hw)
-                par_gemm(
-                    &self.backend,
-                    T::one(),
-                    MatRef::new(w, cg, rows, rows)?.t(),
-                    MatRef::new(x, cg, hw, hw)?,
-                    T::zero(),
-                    MatMut::new(cols, rows, hw, hw)?,
-                )?;
-                let out = &mut self.output[b * g.outputs() + grp * ng * ohw..][..ng * ohw];
-                col2im(cols, &window, out)?;
+        let ohw = g.out_area();
+        // Without batch norm, bias and activation run on each plane right after its col2im.
+        let fused = self.bn.is_none();
+        let image = ImageForward {
+            geometry: &g,
+            backend: &self.backend,
+            weights: &self.weights,
+            epilogue: fused.then_some((&self.biases[..], self.config.activation)),
+        };
+        let slot = g.workspace_size();
+        let tasks = image_tasks(&g, workspace.len());
+        if tasks > 1 {
+            // Images over threads, each with its own part of the workspace and serial kernels.
+            let per_task = g.batch().div_ceil(tasks);
+            self.output
+                .par_chunks_mut(per_task * g.outputs())
+                .zip(input.par_chunks(per_task * g.inputs()))
+                .zip(workspace.par_chunks_mut(slot))
+                .try_for_each(|((out, x), cols)| {
+                    out.chunks_mut(g.outputs())
+                        .zip(x.chunks(g.inputs()))
+                        .try_for_each(|(out, x)| image.run(x, out, &mut cols[..slot], false))
+                })?;
+        } else {
+            for (out, x) in self
+                .output
+                .chunks_mut(g.outputs())
+                .zip(input.chunks(g.inputs()))
+            {
+                image.run(x, out, &mut workspace[..slot], true)?;
             }
         }
         match (&mut self.bn, mode) {
@@ -423,9 +434,11 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             (Some(bn), Mode::Inference) => {
                 bn.forward_inference(&mut self.output, &self.biases, ohw)
             }
-            (None, _) => add_bias(&mut self.output, &self.biases, ohw),
+            (None, _) => {}
         }
-        self.config.activation.activate_slice(&mut self.output);
+        if !fused {
+            self.config.activation.activate_slice(&mut self.output);
+        }
         self.last_forward = Some(mode);
         Ok(())
     }
@@ -637,7 +650,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             bn.x_norm = vec![T::zero(); total];
         }
         if config.own_workspace {
-            self.workspace = vec![T::zero(); g.workspace_size()];
+            self.workspace = vec![T::zero(); own_workspace_len(&g)];
         }
         self.config = config;
         self.geometry = g;
@@ -752,15 +765,65 @@ impl<T: Element> AdamRule<T> {
     }
 }
 
-/// `data[b][f][..] += biases[f]` (Darknet `add_bias`).
-fn add_bias<T: Element>(data: &mut [T], biases: &[T], spatial: usize) {
-    let channels = biases.len();
-    data.par_chunks_mut(spatial)
-        .enumerate()
-        .for_each(|(p, plane)| {
-            let b = biases[p % channels];
-            plane.iter_mut().for_each(|x| *x += b);
-        });
+/// A layer's own workspace: one image slot per rayon thread (at construction), at most `batch`.
+fn own_workspace_len(g: &Geometry) -> usize {
+    g.workspace_size() * g.batch().min(rayon::current_num_threads())
+}
+
+/// How many images to run at once: one per workspace slot and thread, at most the batch.
+fn image_tasks(g: &Geometry, workspace_len: usize) -> usize {
+    (workspace_len / g.workspace_size().max(1))
+        .min(g.batch())
+        .min(rayon::current_num_threads())
+        .max(1)
+}
+
+/// The forward pass of one image: per group, GEMM into the columns, then col2im (and, without
+/// batch norm, bias and activation on each finished plane).
+struct ImageForward<'a, T, B> {
+    geometry: &'a Geometry,
+    backend: &'a B,
+    weights: &'a [T],
+    epilogue: Option<(&'a [T], Activation)>,
+}
+
+impl<T: Element, B: Gemm<T>> ImageForward<'_, T, B> {
+    /// `parallel`: split the GEMM and col2im over rayon's threads (when images are not).
+    fn run(&self, x: &[T], out: &mut [T], cols: &mut [T], parallel: bool) -> Result<()> {
+        let g = self.geometry;
+        let (cg, ng, hw, ohw, rows) = (
+            g.group_in(),
+            g.group_out(),
+            g.in_area(),
+            g.out_area(),
+            g.col_rows(),
+        );
+        let window = g.window();
+        for grp in 0..g.groups() {
+            let x = &x[grp * cg * hw..][..cg * hw];
+            let w = &self.weights[grp * cg * rows..][..cg * rows];
+            // cols (rows x hw) = W_g^T (rows x cg) * x_g (cg x hw)
+            let (a, b) = (
+                MatRef::new(w, cg, rows, rows)?.t(),
+                MatRef::new(x, cg, hw, hw)?,
+            );
+            let c = MatMut::new(cols, rows, hw, hw)?;
+            if parallel {
+                par_gemm(self.backend, T::one(), a, b, T::zero(), c)?;
+            } else {
+                self.backend.gemm(T::one(), a, b, T::zero(), c)?;
+            }
+            let out = &mut out[grp * ng * ohw..][..ng * ohw];
+            col2im_then(cols, &window, out, parallel, |ch, plane| {
+                if let Some((biases, activation)) = self.epilogue {
+                    let bias = biases[grp * ng + ch];
+                    plane.iter_mut().for_each(|v| *v += bias);
+                    activation.activate_slice(plane);
+                }
+            })?;
+        }
+        Ok(())
+    }
 }
 
 /// `bias_updates[f] += sum over b and spatial of delta[b][f][..]` (Darknet `backward_bias`).

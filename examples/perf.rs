@@ -1,0 +1,279 @@
+//! Prints one table of the layer's speed: shape x backend x pass, with milliseconds, GFLOP/s,
+//! the share of the same run's raw GEMM at the layer's GEMM shape, and the share of the same
+//! run's raw sgemm at 2048x2048x2048 (P). Ratios measured in one run cancel the machine's noise.
+//!
+//! ```text
+//! cargo run --release --example perf                       # default backend
+//! cargo run --release --all-features --example perf -- --threads 2 --csv perf.csv --markdown
+//! ```
+//!
+//! Options: `--threads N` (rayon pool size, default: all cores), `--reps N` (timed repetitions
+//! per row; the median is reported, default 15), `--shapes S1,S3` (subset), `--csv FILE`,
+//! `--json FILE` (machine-readable copies), `--markdown` (print the table as Markdown).
+
+#[path = "../benches/support/shapes.rs"]
+mod shapes;
+
+use deconv::backend::{MatMut, MatRef, par_gemm};
+use deconv::{AnyBackend, DeconvLayer, Gemm, Mode};
+use shapes::{SHAPES, Shape};
+use std::fmt::Write as _;
+use std::time::Instant;
+
+struct Options {
+    threads: usize,
+    reps: usize,
+    shapes: Vec<String>,
+    csv: Option<String>,
+    json: Option<String>,
+    markdown: bool,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut o = Options {
+        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        reps: 15,
+        shapes: SHAPES.iter().map(|s| s.id.to_string()).collect(),
+        csv: None,
+        json: None,
+        markdown: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--threads" => o.threads = value()?.parse().map_err(|e| format!("--threads: {e}"))?,
+            "--reps" => o.reps = value()?.parse().map_err(|e| format!("--reps: {e}"))?,
+            "--shapes" => o.shapes = value()?.split(',').map(str::to_string).collect(),
+            "--csv" => o.csv = Some(value()?),
+            "--json" => o.json = Some(value()?),
+            "--markdown" => o.markdown = true,
+            "--help" | "-h" => return Err("see the header of examples/perf.rs".into()),
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    if o.threads == 0 || o.reps == 0 {
+        return Err("--threads and --reps must be at least 1".into());
+    }
+    Ok(o)
+}
+
+/// Median seconds of `reps` calls of `f`, after one warm-up call.
+fn time(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[reps / 2]
+}
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let x = (i as u64)
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(seed * 1442695040888963407);
+            ((x >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        })
+        .collect()
+}
+
+/// Seconds of `batch` GEMMs `C (m x n) = A^T (m x k) * B (k x n)`, as the layer's forward.
+fn raw_gemm(backend: &AnyBackend, m: usize, n: usize, k: usize, batch: usize, reps: usize) -> f64 {
+    let a = random(k * m, 1);
+    let b = random(k * n * batch, 2);
+    let mut c = vec![0.0f32; m * n];
+    time(reps, || {
+        for img in 0..batch {
+            par_gemm(
+                backend,
+                1.0,
+                MatRef::new(&a, k, m, m).unwrap().t(),
+                MatRef::new(&b[img * k * n..], k, n, n).unwrap(),
+                0.0,
+                MatMut::new(&mut c, m, n, n).unwrap(),
+            )
+            .unwrap();
+        }
+    })
+}
+
+struct Row {
+    shape: &'static str,
+    backend: &'static str,
+    pass: &'static str,
+    ms: f64,
+    gflops: f64,
+    of_gemm: f64,
+    of_peak: f64,
+}
+
+fn measure(shape: &Shape, backend: AnyBackend, peak: f64, reps: usize, rows: &mut Vec<Row>) {
+    let config = shape.config();
+    let mut layer: DeconvLayer<f32, AnyBackend> =
+        DeconvLayer::with_backend(&config, backend).unwrap();
+    shape.prepare(&mut layer);
+    let g = *layer.geometry();
+    let flops = g.forward_flops() as f64;
+    let input = random(g.batch() * g.inputs(), 3);
+    let delta = random(g.batch() * g.outputs(), 4);
+    let mut dx = vec![0.0f32; input.len()];
+    let gemm = raw_gemm(
+        &backend,
+        g.col_rows(),
+        g.in_area(),
+        g.group_in(),
+        g.batch() * g.groups(),
+        reps,
+    );
+    let name = Gemm::<f32>::name(&backend);
+    let mut push = |pass, secs: f64, flops: f64| {
+        let gflops = flops / secs / 1e9;
+        rows.push(Row {
+            shape: shape.id,
+            backend: name,
+            pass,
+            ms: secs * 1e3,
+            gflops,
+            of_gemm: gflops / (g.forward_flops() as f64 / gemm / 1e9),
+            of_peak: gflops / peak,
+        });
+    };
+    push("gemm", gemm, flops);
+    let t = time(reps, || {
+        layer.forward(&input, Mode::Inference).unwrap();
+    });
+    push("forward_inference", t, flops);
+    let t = time(reps, || {
+        layer.forward(&input, Mode::Train).unwrap();
+    });
+    push("forward_train", t, flops);
+    let t = time(reps, || {
+        layer.forward(&input, Mode::Train).unwrap();
+        layer.delta_mut().copy_from_slice(&delta);
+        layer.backward(&input, Some(&mut dx)).unwrap();
+    });
+    push("forward_backward", t, 3.0 * flops);
+}
+
+fn main() -> Result<(), String> {
+    let o = parse_args()?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(o.threads)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    let mut peaks = Vec::new();
+    pool.install(|| {
+        for backend in AnyBackend::all() {
+            let n = 2048;
+            let secs = raw_gemm(&backend, n, n, n, 1, 5.max(o.reps / 3));
+            let peak = 2.0 * (n * n * n) as f64 / secs / 1e9;
+            peaks.push((Gemm::<f32>::name(&backend), peak));
+            for shape in SHAPES
+                .iter()
+                .filter(|s| o.shapes.iter().any(|id| id == s.id))
+            {
+                measure(shape, backend, peak, o.reps, &mut rows);
+            }
+        }
+    });
+
+    let mut out = String::new();
+    let date = std::process::Command::new("date")
+        .arg("-u")
+        .arg("+%Y-%m-%d %H:%M UTC")
+        .output();
+    let date = date
+        .map(|d| String::from_utf8_lossy(&d.stdout).trim().to_string())
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "threads: {}, reps: {} (median), date: {date}",
+        o.threads, o.reps
+    )
+    .unwrap();
+    for (name, peak) in &peaks {
+        writeln!(out, "P ({name} sgemm 2048^3): {peak:.1} GFLOP/s").unwrap();
+    }
+    let header = [
+        "shape",
+        "backend",
+        "pass",
+        "ms",
+        "GFLOP/s",
+        "% of GEMM",
+        "x P",
+    ];
+    if o.markdown {
+        writeln!(out, "\n| {} |", header.join(" | ")).unwrap();
+        writeln!(out, "|{}", "---|".repeat(header.len())).unwrap();
+        for r in &rows {
+            writeln!(
+                out,
+                "| {} | {} | {} | {:.2} | {:.1} | {:.0}% | {:.2} |",
+                r.shape,
+                r.backend,
+                r.pass,
+                r.ms,
+                r.gflops,
+                100.0 * r.of_gemm,
+                r.of_peak
+            )
+            .unwrap();
+        }
+    } else {
+        writeln!(
+            out,
+            "\n{:<6}{:<16}{:<19}{:>9}{:>10}{:>11}{:>7}",
+            header[0], header[1], header[2], header[3], header[4], header[5], header[6]
+        )
+        .unwrap();
+        for r in &rows {
+            writeln!(
+                out,
+                "{:<6}{:<16}{:<19}{:>9.2}{:>10.1}{:>10.0}%{:>7.2}",
+                r.shape,
+                r.backend,
+                r.pass,
+                r.ms,
+                r.gflops,
+                100.0 * r.of_gemm,
+                r.of_peak
+            )
+            .unwrap();
+        }
+    }
+    print!("{out}");
+    if let Some(path) = &o.csv {
+        let mut csv = String::from("shape,backend,pass,threads,ms,gflops,of_gemm,of_peak\n");
+        for r in &rows {
+            writeln!(
+                csv,
+                "{},{},{},{},{:.4},{:.3},{:.4},{:.4}",
+                r.shape, r.backend, r.pass, o.threads, r.ms, r.gflops, r.of_gemm, r.of_peak
+            )
+            .unwrap();
+        }
+        std::fs::write(path, csv).map_err(|e| format!("{path}: {e}"))?;
+    }
+    if let Some(path) = &o.json {
+        let items: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "{{\"shape\":\"{}\",\"backend\":\"{}\",\"pass\":\"{}\",\"threads\":{},\"ms\":{:.4},\"gflops\":{:.3},\"of_gemm\":{:.4},\"of_peak\":{:.4}}}",
+                    r.shape, r.backend, r.pass, o.threads, r.ms, r.gflops, r.of_gemm, r.of_peak
+                )
+            })
+            .collect();
+        std::fs::write(path, format!("[\n{}\n]\n", items.join(",\n")))
+            .map_err(|e| format!("{path}: {e}"))?;
+    }
+    Ok(())
+}
