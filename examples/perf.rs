@@ -9,13 +9,14 @@
 //!
 //! Options: `--threads N` (rayon pool size, default: all cores), `--reps N` (timed repetitions
 //! per row; the median is reported, default 15), `--shapes S1,S3` (subset), `--csv FILE`,
-//! `--json FILE` (machine-readable copies), `--markdown` (print the table as Markdown).
+//! `--json FILE` (machine-readable copies), `--markdown` (print the table as Markdown),
+//! `--algorithm auto|columns|phases` (the forward algorithm, default auto).
 
 #[path = "../benches/support/shapes.rs"]
 mod shapes;
 
 use deconv::backend::{MatMut, MatRef, par_gemm};
-use deconv::{AnyBackend, DeconvLayer, Gemm, Mode};
+use deconv::{Algorithm, AnyBackend, DeconvLayer, Gemm, Mode};
 use shapes::{SHAPES, Shape};
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -27,6 +28,7 @@ struct Options {
     csv: Option<String>,
     json: Option<String>,
     markdown: bool,
+    algorithm: Algorithm,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -37,6 +39,7 @@ fn parse_args() -> Result<Options, String> {
         csv: None,
         json: None,
         markdown: false,
+        algorithm: Algorithm::Auto,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -48,6 +51,14 @@ fn parse_args() -> Result<Options, String> {
             "--csv" => o.csv = Some(value()?),
             "--json" => o.json = Some(value()?),
             "--markdown" => o.markdown = true,
+            "--algorithm" => {
+                o.algorithm = match value()?.as_str() {
+                    "auto" => Algorithm::Auto,
+                    "columns" => Algorithm::Columns,
+                    "phases" => Algorithm::Phases,
+                    other => return Err(format!("--algorithm: unknown `{other}`")),
+                }
+            }
             "--help" | "-h" => return Err("see the header of examples/perf.rs".into()),
             other => return Err(format!("unknown option {other}")),
         }
@@ -113,8 +124,9 @@ struct Row {
     of_peak: f64,
 }
 
-fn measure(shape: &Shape, backend: AnyBackend, peak: f64, reps: usize, rows: &mut Vec<Row>) {
-    let config = shape.config();
+fn measure(shape: &Shape, backend: AnyBackend, o: &Options, peak: f64, rows: &mut Vec<Row>) {
+    let reps = o.reps;
+    let config = shape.config().algorithm(o.algorithm);
     let mut layer: DeconvLayer<f32, AnyBackend> =
         DeconvLayer::with_backend(&config, backend).unwrap();
     shape.prepare(&mut layer);
@@ -179,7 +191,7 @@ fn main() -> Result<(), String> {
                 .iter()
                 .filter(|s| o.shapes.iter().any(|id| id == s.id))
             {
-                measure(shape, backend, peak, o.reps, &mut rows);
+                measure(shape, backend, &o, peak, &mut rows);
             }
         }
     });

@@ -59,6 +59,71 @@ const SELU_ALPHA: f64 = 1.6732;
 const SELU_LAMBDA_ALPHA: f64 = SELU_LAMBDA * SELU_ALPHA;
 
 /// Slices longer than this are processed in parallel.
+/// Runs `$body` with `$a` bound to a constant equal to `$act`: one copy of `$body` per
+/// activation, so that `$a.activate(..)` folds to its formula inside loops.
+macro_rules! with_const {
+    ($act:expr, $a:ident => $body:expr) => {
+        match $act {
+            Activation::Logistic => {
+                const $a: Activation = Activation::Logistic;
+                $body
+            }
+            Activation::Relu => {
+                const $a: Activation = Activation::Relu;
+                $body
+            }
+            Activation::Relie => {
+                const $a: Activation = Activation::Relie;
+                $body
+            }
+            Activation::Linear => {
+                const $a: Activation = Activation::Linear;
+                $body
+            }
+            Activation::Ramp => {
+                const $a: Activation = Activation::Ramp;
+                $body
+            }
+            Activation::Tanh => {
+                const $a: Activation = Activation::Tanh;
+                $body
+            }
+            Activation::Plse => {
+                const $a: Activation = Activation::Plse;
+                $body
+            }
+            Activation::Leaky => {
+                const $a: Activation = Activation::Leaky;
+                $body
+            }
+            Activation::Elu => {
+                const $a: Activation = Activation::Elu;
+                $body
+            }
+            Activation::Loggy => {
+                const $a: Activation = Activation::Loggy;
+                $body
+            }
+            Activation::Stair => {
+                const $a: Activation = Activation::Stair;
+                $body
+            }
+            Activation::Hardtan => {
+                const $a: Activation = Activation::Hardtan;
+                $body
+            }
+            Activation::Lhtan => {
+                const $a: Activation = Activation::Lhtan;
+                $body
+            }
+            Activation::Selu => {
+                const $a: Activation = Activation::Selu;
+                $body
+            }
+        }
+    };
+}
+
 const PAR_THRESHOLD: usize = 1 << 15;
 /// Elements per rayon task.
 const PAR_CHUNK: usize = 4096;
@@ -361,16 +426,20 @@ impl Activation {
         if self == Activation::Linear {
             return;
         }
-        let apply = |chunk: &mut [T]| {
-            for v in chunk {
-                *v = self.activate(*v);
-            }
-        };
         if data.len() > PAR_THRESHOLD {
-            data.par_chunks_mut(PAR_CHUNK).for_each(apply);
+            data.par_chunks_mut(PAR_CHUNK)
+                .for_each(|c| self.affine_slice(c, T::one(), T::zero()));
         } else {
-            apply(data);
+            self.affine_slice(data, T::one(), T::zero());
         }
+    }
+
+    /// `v = activate(v * mul + add)` for every element, serially. Each activation gets its own
+    /// loop (the `match` is outside it), so the compiler can vectorize it.
+    pub(crate) fn affine_slice<T: Element>(self, data: &mut [T], mul: T, add: T) {
+        with_const!(self, A => for v in data.iter_mut() {
+            *v = A.activate(*v * mul + add);
+        })
     }
 
     /// Multiplies each `delta[i]` by `gradient(output[i])` (Darknet's `gradient_array`), where
@@ -388,9 +457,9 @@ impl Activation {
             return Ok(());
         }
         let apply = |(out, del): (&[T], &mut [T])| {
-            for (d, &y) in del.iter_mut().zip(out) {
-                *d *= self.gradient(y);
-            }
+            with_const!(self, A => for (d, &y) in del.iter_mut().zip(out) {
+                *d *= A.gradient(y);
+            })
         };
         if delta.len() > PAR_THRESHOLD {
             output

@@ -10,6 +10,7 @@
 //! uses `1/sqrt(var + 1e-5)` and divides by `N` where its forward used `N - 1`, so its gradient is
 //! not the gradient of its own forward; we differ on purpose (tested against finite differences).
 
+use crate::activation::Activation;
 use crate::element::Element;
 use crate::reduce::{sum, sum_and_dot, sum_sq_dev};
 use rayon::prelude::*;
@@ -57,9 +58,15 @@ impl<T: Element> BatchNorm<T> {
     }
 
     /// Training forward on `data` in place: statistics, rolling update, normalize, then
-    /// `scale * x_hat + bias`. Keeps `x_hat` for backward. `batch * spatial` must be at least 2
-    /// (checked by the layer).
-    pub(crate) fn forward_train(&mut self, data: &mut [T], biases: &[T], spatial: usize) {
+    /// `activation(scale * x_hat + bias)`. Keeps `x_hat` for backward. `batch * spatial` must be
+    /// at least 2 (checked by the layer).
+    pub(crate) fn forward_train(
+        &mut self,
+        data: &mut [T],
+        biases: &[T],
+        spatial: usize,
+        activation: Activation,
+    ) {
         let channels = self.scales.len();
         channel_stats(data, channels, spatial, &mut self.mean, &mut self.variance);
         let keep = T::of(ROLLING_MOMENTUM);
@@ -75,15 +82,23 @@ impl<T: Element> BatchNorm<T> {
             .for_each(|(p, (plane, norm))| {
                 let f = p % channels;
                 let inv = (var[f].sqrt() + T::of(EPSILON)).recip();
-                for (x, n) in plane.iter_mut().zip(norm.iter_mut()) {
-                    *n = (*x - mean[f]) * inv;
-                    *x = *n * scales[f] + biases[f];
+                let shift = -mean[f] * inv;
+                for (n, &x) in norm.iter_mut().zip(plane.iter()) {
+                    *n = x * inv + shift;
                 }
+                plane.copy_from_slice(norm);
+                activation.affine_slice(plane, scales[f], biases[f]);
             });
     }
 
-    /// Inference forward on `data` in place, with the rolling statistics.
-    pub(crate) fn forward_inference(&self, data: &mut [T], biases: &[T], spatial: usize) {
+    /// Inference forward on `data` in place, with the rolling statistics, then the activation.
+    pub(crate) fn forward_inference(
+        &self,
+        data: &mut [T],
+        biases: &[T],
+        spatial: usize,
+        activation: Activation,
+    ) {
         let channels = self.scales.len();
         data.par_chunks_mut(spatial)
             .enumerate()
@@ -91,9 +106,9 @@ impl<T: Element> BatchNorm<T> {
                 let f = p % channels;
                 let inv = (self.rolling_variance[f].sqrt() + T::of(EPSILON)).recip();
                 let (mean, scale, bias) = (self.rolling_mean[f], self.scales[f], biases[f]);
-                for x in plane.iter_mut() {
-                    *x = (*x - mean) * inv * scale + bias;
-                }
+                // (x - mean) * inv * scale + bias, as one multiply-add per element.
+                let mul = inv * scale;
+                activation.affine_slice(plane, mul, bias - mean * mul);
             });
     }
 

@@ -8,6 +8,22 @@
 use crate::activation::Activation;
 use crate::error::{Error, Result, mul};
 
+/// How the forward pass is computed. The choice is made once, when the layer is built or
+/// resized; every algorithm gives the same results (to rounding) and is tested against the
+/// direct-loop [`reference`](crate::reference).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Algorithm {
+    /// Pick per geometry (phases where they apply and the kernel overlaps or leaves holes,
+    /// columns otherwise).
+    #[default]
+    Auto,
+    /// Darknet's way: one GEMM into a column matrix, then col2im (scatter-add).
+    Columns,
+    /// Sub-pixel decomposition: one GEMM per class of output phases, each output pixel written
+    /// once, no col2im. Needs dilation 1.
+    Phases,
+}
+
 /// What a [`DeconvLayer`](crate::DeconvLayer) is built from. Build one with [`DeconvConfig::new`]
 /// and the chained setters; [`DeconvConfig::geometry`] validates it.
 ///
@@ -49,6 +65,8 @@ pub struct DeconvConfig {
     /// need one passed in ([`DeconvLayer::forward_with_workspace`](crate::DeconvLayer::forward_with_workspace)),
     /// so that many layers can share one buffer.
     pub own_workspace: bool,
+    /// How the forward pass is computed (default [`Algorithm::Auto`]).
+    pub algorithm: Algorithm,
 }
 
 impl DeconvConfig {
@@ -79,6 +97,7 @@ impl DeconvConfig {
             adam: false,
             seed: 0,
             own_workspace: true,
+            algorithm: Algorithm::Auto,
         }
     }
 
@@ -166,6 +185,13 @@ impl DeconvConfig {
     #[must_use]
     pub fn own_workspace(mut self, own: bool) -> Self {
         self.own_workspace = own;
+        self
+    }
+
+    /// Sets the forward algorithm.
+    #[must_use]
+    pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.algorithm = algorithm;
         self
     }
 

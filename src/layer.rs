@@ -3,10 +3,11 @@
 use crate::activation::Activation;
 use crate::backend::{DefaultBackend, Gemm, MatMut, MatRef, par_gemm};
 use crate::batchnorm::{BatchNorm, EPSILON};
-use crate::config::{DeconvConfig, Geometry};
+use crate::config::{Algorithm, DeconvConfig, Geometry};
 use crate::element::Element;
 use crate::error::{Error, Result, check_len, check_len_at_least};
 use crate::im2col::{col2im_then, im2col};
+use crate::phase::PhasePlan;
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -169,7 +170,68 @@ pub struct DeconvLayer<T: Element = f32, B: Gemm<T> = DefaultBackend> {
     output: Vec<T>,
     delta: Vec<T>,
     workspace: Vec<T>,
+    plan: Plan<T>,
     last_forward: Option<Mode>,
+}
+
+/// Fewest GEMM rows per phase class for [`Algorithm::Auto`] to choose the phase decomposition.
+const MIN_PHASE_GEMM_ROWS: usize = 256;
+
+/// How the forward pass runs, chosen once per geometry ([`Algorithm`]).
+#[derive(Debug, Clone)]
+enum Plan<T> {
+    Columns,
+    /// With the weights repacked for the phase GEMMs (refreshed at every forward pass).
+    Phases {
+        plan: Box<PhasePlan>,
+        packed: Vec<T>,
+    },
+}
+
+impl<T: Element> Plan<T> {
+    fn new(config: &DeconvConfig, g: &Geometry) -> Result<Self> {
+        let phases = || {
+            PhasePlan::new(g).map(|plan| Plan::Phases {
+                plan: Box::new(plan),
+                packed: vec![T::zero(); g.weight_count()],
+            })
+        };
+        Ok(match config.algorithm {
+            Algorithm::Columns => Plan::Columns,
+            Algorithm::Phases => phases().ok_or_else(|| Error::InvalidParameter {
+                param: "algorithm",
+                reason: "the phase decomposition needs dilation 1".into(),
+            })?,
+            Algorithm::Auto => {
+                // Phases pay where col2im would add overlapping taps or leave holes, provided
+                // each class GEMM is tall enough to amortize packing its input (measured on
+                // the benchmark shapes: S3 gains, S4's 32-row classes lose). Where the kernel
+                // tiles the output exactly (kernel == stride, no pad), col2im is a plain copy.
+                let tiles = (0..2).all(|a| g.kernel()[a] == g.stride()[a] && g.pad()[a] == 0);
+                match phases() {
+                    Some(Plan::Phases { plan, packed })
+                        if !tiles && plan.min_gemm_rows() >= MIN_PHASE_GEMM_ROWS =>
+                    {
+                        Plan::Phases { plan, packed }
+                    }
+                    _ => Plan::Columns,
+                }
+            }
+        })
+    }
+
+    /// Workspace elements per image: the forward's, and backward's column matrix.
+    fn slot_size(&self, g: &Geometry) -> usize {
+        match self {
+            Plan::Columns => g.workspace_size(),
+            Plan::Phases { plan, .. } => g.workspace_size().max(plan.workspace_size()),
+        }
+    }
+
+    /// A layer's own workspace: one slot per rayon thread (at construction), at most `batch`.
+    fn own_workspace_len(&self, g: &Geometry) -> usize {
+        self.slot_size(g) * g.batch().min(rayon::current_num_threads())
+    }
 }
 
 macro_rules! buffers {
@@ -234,6 +296,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             .collect();
         let total = g.batch() * g.outputs();
         let n = g.filters();
+        let plan = Plan::new(config, &g)?;
         Ok(DeconvLayer {
             config: config.clone(),
             geometry: g,
@@ -253,10 +316,11 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             output: vec![T::zero(); total],
             delta: vec![T::zero(); total],
             workspace: if config.own_workspace {
-                vec![T::zero(); own_workspace_len(&g)]
+                vec![T::zero(); plan.own_workspace_len(&g)]
             } else {
                 Vec::new()
             },
+            plan,
             last_forward: None,
         })
     }
@@ -289,7 +353,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
     /// larger than Darknet's per-image workspace times the batch). With one slot, each image's
     /// GEMM and col2im are split over the threads instead.
     pub fn workspace_size(&self) -> usize {
-        self.geometry.workspace_size()
+        self.plan.slot_size(&self.geometry)
     }
     /// Multiplier of the learning rate in [`update`](Self::update) (Darknet `learning_rate_scale`).
     pub fn learning_rate_scale(&self) -> T {
@@ -389,7 +453,8 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
     ) -> Result<()> {
         let g = self.geometry;
         check_len("input", g.batch() * g.inputs(), input.len())?;
-        check_len_at_least("workspace", g.workspace_size(), workspace.len())?;
+        let slot = self.plan.slot_size(&g);
+        check_len_at_least("workspace", slot, workspace.len())?;
         if mode == Mode::Train && self.bn.is_some() && g.batch() * g.out_area() < 2 {
             return Err(Error::InvalidState(
                 "batch norm in training needs at least 2 values per channel (batch * out_h * out_w >= 2)"
@@ -400,14 +465,17 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
         let ohw = g.out_area();
         // Without batch norm, bias and activation run on each plane right after its col2im.
         let fused = self.bn.is_none();
+        if let Plan::Phases { plan, packed } = &mut self.plan {
+            plan.pack_weights(&self.weights, packed);
+        }
         let image = ImageForward {
             geometry: &g,
             backend: &self.backend,
             weights: &self.weights,
+            plan: &self.plan,
             epilogue: fused.then_some((&self.biases[..], self.config.activation)),
         };
-        let slot = g.workspace_size();
-        let tasks = image_tasks(&g, workspace.len());
+        let tasks = image_tasks(slot, g.batch(), workspace.len());
         if tasks > 1 {
             // Images over threads, each with its own part of the workspace and serial kernels.
             let per_task = g.batch().div_ceil(tasks);
@@ -429,15 +497,16 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
                 image.run(x, out, &mut workspace[..slot], true)?;
             }
         }
+        let activation = self.config.activation;
         match (&mut self.bn, mode) {
-            (Some(bn), Mode::Train) => bn.forward_train(&mut self.output, &self.biases, ohw),
-            (Some(bn), Mode::Inference) => {
-                bn.forward_inference(&mut self.output, &self.biases, ohw)
+            (Some(bn), Mode::Train) => {
+                bn.forward_train(&mut self.output, &self.biases, ohw, activation)
             }
+            (Some(bn), Mode::Inference) => {
+                bn.forward_inference(&mut self.output, &self.biases, ohw, activation)
+            }
+            // Bias and activation ran with each image.
             (None, _) => {}
-        }
-        if !fused {
-            self.config.activation.activate_slice(&mut self.output);
         }
         self.last_forward = Some(mode);
         Ok(())
@@ -476,7 +545,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
         if let Some(d) = &input_delta {
             check_len("input_delta", g.batch() * g.inputs(), d.len())?;
         }
-        check_len_at_least("workspace", g.workspace_size(), workspace.len())?;
+        check_len_at_least("workspace", self.plan.slot_size(&g), workspace.len())?;
         match (self.last_forward, &self.bn) {
             (None, _) => {
                 return Err(Error::InvalidState(
@@ -643,6 +712,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
         config.in_h = in_h;
         config.in_w = in_w;
         let g = config.geometry()?;
+        let plan = Plan::new(&config, &g)?;
         let total = g.batch() * g.outputs();
         self.output = vec![T::zero(); total];
         self.delta = vec![T::zero(); total];
@@ -650,8 +720,9 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             bn.x_norm = vec![T::zero(); total];
         }
         if config.own_workspace {
-            self.workspace = vec![T::zero(); own_workspace_len(&g)];
+            self.workspace = vec![T::zero(); plan.own_workspace_len(&g)];
         }
+        self.plan = plan;
         self.config = config;
         self.geometry = g;
         self.last_forward = None;
@@ -765,15 +836,10 @@ impl<T: Element> AdamRule<T> {
     }
 }
 
-/// A layer's own workspace: one image slot per rayon thread (at construction), at most `batch`.
-fn own_workspace_len(g: &Geometry) -> usize {
-    g.workspace_size() * g.batch().min(rayon::current_num_threads())
-}
-
 /// How many images to run at once: one per workspace slot and thread, at most the batch.
-fn image_tasks(g: &Geometry, workspace_len: usize) -> usize {
-    (workspace_len / g.workspace_size().max(1))
-        .min(g.batch())
+fn image_tasks(slot: usize, batch: usize, workspace_len: usize) -> usize {
+    (workspace_len / slot.max(1))
+        .min(batch)
         .min(rayon::current_num_threads())
         .max(1)
 }
@@ -784,12 +850,16 @@ struct ImageForward<'a, T, B> {
     geometry: &'a Geometry,
     backend: &'a B,
     weights: &'a [T],
+    plan: &'a Plan<T>,
     epilogue: Option<(&'a [T], Activation)>,
 }
 
 impl<T: Element, B: Gemm<T>> ImageForward<'_, T, B> {
     /// `parallel`: split the GEMM and col2im over rayon's threads (when images are not).
     fn run(&self, x: &[T], out: &mut [T], cols: &mut [T], parallel: bool) -> Result<()> {
+        if let Plan::Phases { plan, packed } = self.plan {
+            return plan.forward_image(self.backend, packed, x, out, cols, parallel, self.epilogue);
+        }
         let g = self.geometry;
         let (cg, ng, hw, ohw, rows) = (
             g.group_in(),
@@ -817,8 +887,7 @@ impl<T: Element, B: Gemm<T>> ImageForward<'_, T, B> {
             col2im_then(cols, &window, out, parallel, |ch, plane| {
                 if let Some((biases, activation)) = self.epilogue {
                     let bias = biases[grp * ng + ch];
-                    plane.iter_mut().for_each(|v| *v += bias);
-                    activation.activate_slice(plane);
+                    activation.affine_slice(plane, T::one(), bias);
                 }
             })?;
         }

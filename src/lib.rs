@@ -62,12 +62,13 @@ pub mod element;
 pub mod error;
 pub mod im2col;
 pub mod layer;
+mod phase;
 mod reduce;
 pub mod reference;
 
 pub use activation::Activation;
 pub use backend::{AnyBackend, COMPILED_BACKENDS, DefaultBackend, Gemm};
-pub use config::{DeconvConfig, Geometry};
+pub use config::{Algorithm, DeconvConfig, Geometry};
 pub use element::Element;
 pub use error::{Error, Result};
 pub use layer::{DeconvLayer, Mode, Optimizer, Params, UpdateArgs};

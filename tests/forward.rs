@@ -5,14 +5,33 @@ mod common;
 
 use common::*;
 use deconv::backend::Gemm;
-use deconv::{DeconvConfig, DeconvLayer, Element, Mode, reference};
+use deconv::{Algorithm, DeconvConfig, DeconvLayer, Element, Mode, reference};
 
-/// Forward and backward of a linear layer without batch norm equal the reference; with whole
-/// numbers the comparison is exact.
+/// A random configuration that `algorithm` supports (the phase decomposition needs dilation 1).
+fn config_for(r: &mut rand::rngs::ChaCha8Rng, algorithm: Algorithm) -> DeconvConfig {
+    loop {
+        let mut config = random_config(r).algorithm(algorithm);
+        if algorithm == Algorithm::Phases {
+            config.dilation = [1, 1];
+        }
+        if config.geometry().is_ok() {
+            return config;
+        }
+    }
+}
+
+/// Forward and backward of a linear layer without batch norm equal the reference, for every
+/// forward algorithm; with whole numbers the comparison is exact.
 fn check_against_reference<T: Element, B: Gemm<T> + Default>(seed: u64, exact: bool) {
+    for algorithm in [Algorithm::Columns, Algorithm::Phases, Algorithm::Auto] {
+        check_algorithm::<T, B>(seed, exact, algorithm);
+    }
+}
+
+fn check_algorithm<T: Element, B: Gemm<T> + Default>(seed: u64, exact: bool, algorithm: Algorithm) {
     let mut r = rng(seed);
     for case in 0..150 {
-        let config = random_config(&mut r);
+        let config = config_for(&mut r, algorithm);
         let mut layer: DeconvLayer<T, B> = DeconvLayer::new(&config).unwrap();
         let g = *layer.geometry();
         let values = |r: &mut _, n| if exact { whole(r, n) } else { uniform(r, n) };

@@ -1,0 +1,389 @@
+//! The sub-pixel (phase) decomposition of the forward pass: no col2im, every output pixel
+//! written once.
+//!
+//! With dilation 1, output pixel `o = q * stride + r - pad` (phase `r = (o + pad) mod stride`)
+//! only sees the kernel taps `k = r + stride * t`, from input pixel `i = q - t`. So for every
+//! phase pair `(ry, rx)` the output is an ordinary small convolution of the input:
+//! `out[n][q] = sum over c, t of W[c][n][r + s*t] * x[c][q - t]`.
+//!
+//! Per image: the input is copied once into `B`, rows `(ty, tx, c)` of shifted planes over the
+//! `q` grid (an im2col with the `ceil(k / s)`-tap "shift kernel"); phases with the same number
+//! of taps per axis form a class that shares `B`, so each class is one GEMM (or one per `ty`)
+//! `Z = A_class * B` with the phases stacked in `M` and the taps stacked in `K`; the weights are
+//! repacked into the `A` matrices once per call. Finally each phase's rows of `Z` are stored at
+//! their strided output pixels, with bias and activation applied on the way.
+
+use crate::activation::Activation;
+use crate::backend::{Gemm, MatMut, MatRef, par_gemm};
+use crate::config::Geometry;
+use crate::element::Element;
+use crate::error::Result;
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// One axis of the decomposition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Axis {
+    stride: usize,
+    kernel: usize,
+    pad: usize,
+    out: usize,
+    input: usize,
+    /// Most taps any phase has: `ceil(kernel / stride)`.
+    t_max: usize,
+    /// First `q` of the grid shared by all phases.
+    q_lo: usize,
+    /// Length of the grid.
+    q_len: usize,
+}
+
+impl Axis {
+    fn new(input: usize, out: usize, kernel: usize, stride: usize, pad: usize) -> Option<Axis> {
+        let t_max = kernel.div_ceil(stride);
+        let q_lo = (0..stride).map(|r| Self::q_first(pad, stride, r)).min()?;
+        let q_hi = (0..stride)
+            .map(|r| (out + pad).saturating_sub(r).div_ceil(stride))
+            .max()?;
+        (q_hi > q_lo).then_some(Axis {
+            stride,
+            kernel,
+            pad,
+            out,
+            input,
+            t_max,
+            q_lo,
+            q_len: q_hi - q_lo,
+        })
+    }
+
+    /// First `q` whose output `q * s + r - pad` is `>= 0`.
+    fn q_first(pad: usize, stride: usize, r: usize) -> usize {
+        pad.saturating_sub(r).div_ceil(stride)
+    }
+
+    /// Taps of phase `r`.
+    fn taps(&self, r: usize) -> usize {
+        if r < self.kernel {
+            (self.kernel - r).div_ceil(self.stride)
+        } else {
+            0
+        }
+    }
+
+    /// The `q` of phase `r` whose output pixel lies inside the output.
+    fn q_range(&self, r: usize) -> Range<usize> {
+        let lo = Self::q_first(self.pad, self.stride, r);
+        let hi = (self.out + self.pad)
+            .saturating_sub(r)
+            .div_ceil(self.stride);
+        lo..hi.max(lo)
+    }
+
+    /// Output index of `q` in phase `r` (for `q` in `q_range(r)`).
+    fn out_index(&self, q: usize, r: usize) -> usize {
+        q * self.stride + r - self.pad
+    }
+
+    /// Grid positions `q - q_lo` whose input pixel `q - t` exists, and that pixel for the first.
+    fn valid(&self, t: usize) -> (Range<usize>, usize) {
+        // i = q_lo + j - t in [0, input)  <=>  j in [t - q_lo, input + t - q_lo).
+        let lo = t.saturating_sub(self.q_lo).min(self.q_len);
+        let hi = (self.input + t)
+            .saturating_sub(self.q_lo)
+            .min(self.q_len)
+            .max(lo);
+        (lo..hi, (self.q_lo + lo).saturating_sub(t))
+    }
+}
+
+/// Phases with the same tap counts `(ty, tx)`, sharing one GEMM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Class {
+    taps: [usize; 2],
+    phases: Vec<[usize; 2]>,
+    /// Offset of this class's `A` inside one group's packed weights.
+    a_offset: usize,
+}
+
+/// The phase plan of a layer (dilation 1 on both axes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PhasePlan {
+    y: Axis,
+    x: Axis,
+    classes: Vec<Class>,
+    group_in: usize,
+    group_out: usize,
+    groups: usize,
+    /// Elements of `B` (rows `(ty, tx, c)`, `t_max_y * t_max_x * c_g` of them, by the grid).
+    b_len: usize,
+    /// Elements of the largest class's `Z`.
+    z_len: usize,
+}
+
+impl PhasePlan {
+    /// The plan, or `None` where the decomposition does not apply (dilation > 1).
+    pub(crate) fn new(g: &Geometry) -> Option<PhasePlan> {
+        if g.dilation() != [1, 1] {
+            return None;
+        }
+        let y = Axis::new(
+            g.in_h(),
+            g.out_h(),
+            g.kernel()[0],
+            g.stride()[0],
+            g.pad()[0],
+        )?;
+        let x = Axis::new(
+            g.in_w(),
+            g.out_w(),
+            g.kernel()[1],
+            g.stride()[1],
+            g.pad()[1],
+        )?;
+        let (cg, ng) = (g.group_in(), g.group_out());
+        let mut classes: Vec<Class> = Vec::new();
+        for ry in 0..y.stride {
+            for rx in 0..x.stride {
+                let taps = [y.taps(ry), x.taps(rx)];
+                match classes.iter_mut().find(|c| c.taps == taps) {
+                    Some(c) => c.phases.push([ry, rx]),
+                    None => classes.push(Class {
+                        taps,
+                        phases: vec![[ry, rx]],
+                        a_offset: 0,
+                    }),
+                }
+            }
+        }
+        let mut offset = 0;
+        for c in &mut classes {
+            c.a_offset = offset;
+            offset += c.phases.len() * ng * c.taps[0] * c.taps[1] * cg;
+        }
+        let n_grid = y.q_len * x.q_len;
+        let b_len = y.t_max * x.t_max * cg * n_grid;
+        let z_len = classes.iter().map(|c| c.phases.len() * ng * n_grid).max()?;
+        Some(PhasePlan {
+            y,
+            x,
+            classes,
+            group_in: cg,
+            group_out: ng,
+            groups: g.groups(),
+            b_len,
+            z_len,
+        })
+    }
+
+    /// Rows (phases times filters) of the smallest class GEMM. GEMMs with few rows spend their
+    /// time packing the large `B` operand rather than multiplying.
+    pub(crate) fn min_gemm_rows(&self) -> usize {
+        let rows = self.classes.iter().filter(|c| c.taps[0] * c.taps[1] > 0);
+        rows.map(|c| c.phases.len() * self.group_out)
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Workspace elements one image needs.
+    pub(crate) fn workspace_size(&self) -> usize {
+        self.b_len + self.z_len
+    }
+
+    /// FLOPs the plan's GEMMs do per forward pass, for comparison with the nominal count.
+    #[cfg(test)]
+    fn gemm_flops(&self, batch: usize) -> usize {
+        let n_grid = self.y.q_len * self.x.q_len;
+        let per_group: usize = self
+            .classes
+            .iter()
+            .map(|c| {
+                2 * c.phases.len() * self.group_out * c.taps[0] * c.taps[1] * self.group_in * n_grid
+            })
+            .sum();
+        per_group * self.groups * batch
+    }
+
+    /// Repacks `weights` (`[c][n_g][kh][kw]`) into each class's `A`:
+    /// rows `(phase, n)`, columns `(ty, tx, c)`.
+    pub(crate) fn pack_weights<T: Element>(&self, weights: &[T], packed: &mut [T]) {
+        let (cg, ng) = (self.group_in, self.group_out);
+        let (kh, kw) = (self.y.kernel, self.x.kernel);
+        let per_group = cg * ng * kh * kw;
+        packed
+            .par_chunks_mut(per_group)
+            .zip(weights.par_chunks(per_group))
+            .for_each(|(a, w)| {
+                for class in &self.classes {
+                    let [ty_n, tx_n] = class.taps;
+                    let k = ty_n * tx_n * cg;
+                    for (p, &[ry, rx]) in class.phases.iter().enumerate() {
+                        for n in 0..ng {
+                            let row = &mut a[class.a_offset + (p * ng + n) * k..][..k];
+                            for ty in 0..ty_n {
+                                for tx in 0..tx_n {
+                                    let tap =
+                                        (ry + self.y.stride * ty) * kw + rx + self.x.stride * tx;
+                                    for c in 0..cg {
+                                        row[(ty * tx_n + tx) * cg + c] =
+                                            w[(c * ng + n) * kh * kw + tap];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+    }
+
+    /// Fills `B` from one group's input planes `x` (`c_g x h x w`).
+    fn fill_b<T: Element>(&self, x: &[T], b: &mut [T], parallel: bool) {
+        let (y, xa) = (&self.y, &self.x);
+        let (h, w) = (y.input, xa.input);
+        let n_grid = y.q_len * xa.q_len;
+        let rows = |(row, dst): (usize, &mut [T])| {
+            let c = row % self.group_in;
+            let t = row / self.group_in;
+            let (ty, tx) = (t / xa.t_max, t % xa.t_max);
+            let plane = &x[c * h * w..][..h * w];
+            let (ys, iy0) = y.valid(ty);
+            let (xs, ix0) = xa.valid(tx);
+            for (j, line) in dst.chunks_mut(xa.q_len).enumerate() {
+                if !ys.contains(&j) || xs.is_empty() {
+                    line.fill(T::zero());
+                    continue;
+                }
+                let src = &plane[(iy0 + j - ys.start) * w..][..w];
+                line[..xs.start].fill(T::zero());
+                line[xs.end..].fill(T::zero());
+                line[xs.clone()].copy_from_slice(&src[ix0..ix0 + xs.len()]);
+            }
+        };
+        if parallel {
+            b.par_chunks_mut(n_grid).enumerate().for_each(rows);
+        } else {
+            b.chunks_mut(n_grid).enumerate().for_each(rows);
+        }
+    }
+
+    /// The forward pass of one image: `x` (`c x h x w`) to `out` (`n x out_h x out_w`), with
+    /// `epilogue = (biases, activation)` applied to every output pixel when given (else the raw
+    /// sums are stored).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward_image<T: Element, B: Gemm<T>>(
+        &self,
+        backend: &B,
+        packed: &[T],
+        x: &[T],
+        out: &mut [T],
+        workspace: &mut [T],
+        parallel: bool,
+        epilogue: Option<(&[T], Activation)>,
+    ) -> Result<()> {
+        let (cg, ng) = (self.group_in, self.group_out);
+        let (y, xa) = (&self.y, &self.x);
+        let n_grid = y.q_len * xa.q_len;
+        let ohw = y.out * xa.out;
+        let (b, z) = workspace.split_at_mut(self.b_len);
+        let per_group = packed.len() / self.groups;
+        for grp in 0..self.groups {
+            self.fill_b(
+                &x[grp * cg * y.input * xa.input..][..cg * y.input * xa.input],
+                b,
+                parallel,
+            );
+            let a_all = &packed[grp * per_group..][..per_group];
+            let out = &mut out[grp * ng * ohw..][..ng * ohw];
+            for class in &self.classes {
+                let [ty_n, tx_n] = class.taps;
+                let m = class.phases.len() * ng;
+                let z = &mut z[..m * n_grid];
+                let k_row = tx_n * cg; // A columns per ty
+                let k = ty_n * k_row;
+                if k > 0 {
+                    let a = &a_all[class.a_offset..][..m * k];
+                    // One GEMM when the class uses every tx (B rows contiguous), else one per ty.
+                    let steps = if tx_n == xa.t_max { 1 } else { ty_n };
+                    let k_step = k / steps;
+                    for step in 0..steps {
+                        let a = MatRef::new(&a[step * k_step..], m, k_step, k)?;
+                        let b_rows = &b[step * xa.t_max * cg * n_grid..];
+                        let bm = MatRef::new(b_rows, k_step, n_grid, n_grid)?;
+                        let beta = if step == 0 { T::zero() } else { T::one() };
+                        let c = MatMut::new(z, m, n_grid, n_grid)?;
+                        if parallel {
+                            par_gemm(backend, T::one(), a, bm, beta, c)?;
+                        } else {
+                            backend.gemm(T::one(), a, bm, beta, c)?;
+                        }
+                    }
+                }
+                let z = &*z;
+                let store = |(n, plane): (usize, &mut [T])| {
+                    let (bias, act) = match epilogue {
+                        Some((biases, act)) => (biases[grp * ng + n], act),
+                        None => (T::zero(), Activation::Linear),
+                    };
+                    for (p, &[ry, rx]) in class.phases.iter().enumerate() {
+                        let zrow = &z[(p * ng + n) * n_grid..][..n_grid];
+                        let xs = xa.q_range(rx);
+                        for qy in y.q_range(ry) {
+                            let oy = y.out_index(qy, ry);
+                            let line = &mut plane[oy * xa.out..][..xa.out];
+                            let zl = &zrow[(qy - y.q_lo) * xa.q_len..][..xa.q_len];
+                            for qx in xs.clone() {
+                                let v = if k > 0 { zl[qx - xa.q_lo] } else { T::zero() };
+                                line[xa.out_index(qx, rx)] = act.activate(v + bias);
+                            }
+                        }
+                    }
+                };
+                if parallel {
+                    out.par_chunks_mut(ohw).enumerate().for_each(store);
+                } else {
+                    out.chunks_mut(ohw).enumerate().for_each(store);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DeconvConfig;
+
+    #[test]
+    fn gemm_flops_match_the_nominal_count_up_to_the_grid_margin() {
+        // S3: 21 -> 21, 16x16, k16 s8 p4: 2x2 taps in every phase, one class.
+        let g = DeconvConfig::new(2, 21, 16, 16, 21, 16)
+            .stride(8)
+            .pad(4)
+            .geometry()
+            .unwrap();
+        let plan = PhasePlan::new(&g).unwrap();
+        assert_eq!(plan.classes.len(), 1);
+        assert_eq!(plan.classes[0].phases.len(), 64);
+        let ratio = plan.gemm_flops(2) as f64 / g.forward_flops() as f64;
+        assert!((1.0..1.2).contains(&ratio), "{ratio}");
+        // S4: k3 s2: four classes, taps 2x2, 2x1, 1x2, 1x1: exactly the 9 taps.
+        let g = DeconvConfig::new(8, 64, 64, 64, 32, 3)
+            .stride(2)
+            .pad(1)
+            .geometry()
+            .unwrap();
+        let plan = PhasePlan::new(&g).unwrap();
+        assert_eq!(plan.classes.len(), 4);
+        let ratio = plan.gemm_flops(8) as f64 / g.forward_flops() as f64;
+        assert!((1.0..1.05).contains(&ratio), "{ratio}");
+    }
+
+    #[test]
+    fn no_plan_for_dilation() {
+        let g = DeconvConfig::new(1, 2, 4, 4, 2, 3)
+            .dilation(2)
+            .geometry()
+            .unwrap();
+        assert!(PhasePlan::new(&g).is_none());
+    }
+}
