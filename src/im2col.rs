@@ -159,6 +159,16 @@ fn col2im_plane<T: Element>(col: &[T], window: &Window, plane: &mut [T]) {
 /// [`Error::BufferLength`](crate::Error::BufferLength) when a slice does not have exactly the
 /// size `channels` and `window` imply.
 pub fn im2col<T: Element>(planes: &[T], window: &Window, cols: &mut [T]) -> Result<()> {
+    im2col_with(planes, window, cols, true)
+}
+
+/// [`im2col`], with channels spread over rayon's threads or not.
+pub(crate) fn im2col_with<T: Element>(
+    planes: &[T],
+    window: &Window,
+    cols: &mut [T],
+    parallel: bool,
+) -> Result<()> {
     let col_plane = window.col_plane()?;
     let big_plane = window.big_plane()?;
     if big_plane == 0 || col_plane == 0 {
@@ -168,40 +178,50 @@ pub fn im2col<T: Element>(planes: &[T], window: &Window, cols: &mut [T]) -> Resu
     let channels = planes.len() / big_plane;
     check_len("planes", channels * big_plane, planes.len())?;
     check_len("cols", mul("cols", &[channels, col_plane])?, cols.len())?;
+    let one = |(col, plane): (&mut [T], &[T])| im2col_plane(plane, window, col);
+    if parallel {
+        cols.par_chunks_mut(col_plane)
+            .zip(planes.par_chunks(big_plane))
+            .for_each(one);
+    } else {
+        cols.chunks_mut(col_plane)
+            .zip(planes.chunks(big_plane))
+            .for_each(one);
+    }
+    Ok(())
+}
+
+/// One channel of [`im2col`].
+fn im2col_plane<T: Element>(plane: &[T], window: &Window, col: &mut [T]) {
     let [kh, kw] = window.kernel;
     let [h, w] = window.small;
     let out_w = window.big[1];
     let [sh, sw] = window.stride;
-    cols.par_chunks_mut(col_plane)
-        .zip(planes.par_chunks(big_plane))
-        .for_each(|(col, plane)| {
-            for ki in 0..kh {
-                let (rows, y0) = window.valid(0, ki);
-                for kj in 0..kw {
-                    let (xs, x0) = window.valid(1, kj);
-                    let tap = &mut col[(ki * kw + kj) * h * w..][..h * w];
-                    for iy in 0..h {
-                        let dst = &mut tap[iy * w..(iy + 1) * w];
-                        if !rows.contains(&iy) || xs.is_empty() {
-                            dst.fill(T::zero());
-                            continue;
-                        }
-                        let src = &plane[(y0 + (iy - rows.start) * sh) * out_w..][..out_w];
-                        dst[..xs.start].fill(T::zero());
-                        dst[xs.end..].fill(T::zero());
-                        let dst = &mut dst[xs.clone()];
-                        if sw == 1 {
-                            dst.copy_from_slice(&src[x0..x0 + dst.len()]);
-                        } else {
-                            for (j, d) in dst.iter_mut().enumerate() {
-                                *d = src[x0 + j * sw];
-                            }
-                        }
+    for ki in 0..kh {
+        let (rows, y0) = window.valid(0, ki);
+        for kj in 0..kw {
+            let (xs, x0) = window.valid(1, kj);
+            let tap = &mut col[(ki * kw + kj) * h * w..][..h * w];
+            for iy in 0..h {
+                let dst = &mut tap[iy * w..(iy + 1) * w];
+                if !rows.contains(&iy) || xs.is_empty() {
+                    dst.fill(T::zero());
+                    continue;
+                }
+                let src = &plane[(y0 + (iy - rows.start) * sh) * out_w..][..out_w];
+                dst[..xs.start].fill(T::zero());
+                dst[xs.end..].fill(T::zero());
+                let dst = &mut dst[xs.clone()];
+                if sw == 1 {
+                    dst.copy_from_slice(&src[x0..x0 + dst.len()]);
+                } else {
+                    for (j, d) in dst.iter_mut().enumerate() {
+                        *d = src[x0 + j * sw];
                     }
                 }
             }
-        });
-    Ok(())
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,16 +1,17 @@
 //! The deconvolutional (transposed-convolution) layer.
 
 use crate::activation::Activation;
-use crate::backend::{DefaultBackend, Gemm, MatMut, MatRef, par_gemm};
+use crate::backend::{DefaultBackend, Gemm, MatMut, MatRef, gemm_on};
 use crate::batchnorm::{BatchNorm, EPSILON};
 use crate::config::{Algorithm, DeconvConfig, Geometry};
 use crate::element::Element;
 use crate::error::{Error, Result, check_len, check_len_at_least};
-use crate::im2col::{col2im_then, im2col};
+use crate::im2col::{col2im_then, im2col_with};
 use crate::phase::PhasePlan;
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
+use rayon::iter::Either;
 use rayon::prelude::*;
 
 /// Whether a forward pass trains (batch statistics) or infers (rolling statistics).
@@ -171,6 +172,9 @@ pub struct DeconvLayer<T: Element = f32, B: Gemm<T> = DefaultBackend> {
     delta: Vec<T>,
     workspace: Vec<T>,
     plan: Plan<T>,
+    /// Per-task weight-gradient sums of an image-parallel backward, `min(batch, threads)` of
+    /// them (none for batch 1).
+    task_updates: Vec<T>,
     last_forward: Option<Mode>,
 }
 
@@ -321,6 +325,17 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
                 Vec::new()
             },
             plan,
+            task_updates: {
+                let tasks = g.batch().min(rayon::current_num_threads());
+                vec![
+                    T::zero();
+                    if tasks > 1 {
+                        tasks * g.weight_count()
+                    } else {
+                        0
+                    }
+                ]
+            },
             last_forward: None,
         })
     }
@@ -560,13 +575,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             _ => {}
         }
         self.last_forward = None;
-        let (cg, ng, hw, ohw, rows) = (
-            g.group_in(),
-            g.group_out(),
-            g.in_area(),
-            g.out_area(),
-            g.col_rows(),
-        );
+        let ohw = g.out_area();
         self.config
             .activation
             .gradient_slice(&self.output, &mut self.delta)?;
@@ -574,35 +583,57 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             Some(bn) => bn.backward(&mut self.delta, &mut self.bias_updates, ohw),
             None => backward_bias(&mut self.bias_updates, &self.delta, ohw),
         }
-        let cols = &mut workspace[..g.workspace_size()];
-        let window = g.window();
-        for b in 0..g.batch() {
-            for grp in 0..g.groups() {
-                let d = &self.delta[b * g.outputs() + grp * ng * ohw..][..ng * ohw];
-                im2col(d, &window, cols)?;
-                let x = &input[b * g.inputs() + grp * cg * hw..][..cg * hw];
-                let wrange = grp * cg * rows..(grp + 1) * cg * rows;
-                // weight_updates_g (cg x rows) += x_g (cg x hw) * cols^T (hw x rows)
-                par_gemm(
-                    &self.backend,
-                    T::one(),
-                    MatRef::new(x, cg, hw, hw)?,
-                    MatRef::new(cols, rows, hw, hw)?.t(),
-                    T::one(),
-                    MatMut::new(&mut self.weight_updates[wrange.clone()], cg, rows, rows)?,
-                )?;
-                if let Some(dx) = input_delta.as_deref_mut() {
-                    let dx = &mut dx[b * g.inputs() + grp * cg * hw..][..cg * hw];
-                    // input_delta_g (cg x hw) += W_g (cg x rows) * cols (rows x hw)
-                    par_gemm(
-                        &self.backend,
-                        T::one(),
-                        MatRef::new(&self.weights[wrange], cg, rows, rows)?,
-                        MatRef::new(cols, rows, hw, hw)?,
-                        T::one(),
-                        MatMut::new(dx, cg, hw, hw)?,
-                    )?;
+        let image = ImageBackward {
+            geometry: &g,
+            backend: &self.backend,
+            weights: &self.weights,
+        };
+        let slot = self.plan.slot_size(&g);
+        let wc = g.weight_count();
+        let tasks =
+            image_tasks(slot, g.batch(), workspace.len()).min(self.task_updates.len() / wc.max(1));
+        if tasks > 1 {
+            // Images over threads; each task sums its weight gradient in its own buffer.
+            let per_task = g.batch().div_ceil(tasks);
+            let tasks = g.batch().div_ceil(per_task);
+            let dx_parts = match input_delta {
+                Some(dx) => Either::Left(dx.par_chunks_mut(per_task * g.inputs()).map(Some)),
+                None => Either::Right((0..tasks).into_par_iter().map(|_| None)),
+            };
+            self.task_updates[..tasks * wc]
+                .par_chunks_mut(wc)
+                .zip(workspace.par_chunks_mut(slot))
+                .zip(input.par_chunks(per_task * g.inputs()))
+                .zip(self.delta.par_chunks(per_task * g.outputs()))
+                .zip(dx_parts)
+                .try_for_each(|((((dw, cols), x), delta), mut dx)| {
+                    let images = x.chunks(g.inputs()).zip(delta.chunks(g.outputs()));
+                    for (i, (x, delta)) in images.enumerate() {
+                        let dx = dx
+                            .as_deref_mut()
+                            .map(|d| &mut d[i * g.inputs()..][..g.inputs()]);
+                        let beta = if i == 0 { T::zero() } else { T::one() };
+                        image.run(x, delta, dx, dw, beta, &mut cols[..slot], false)?;
+                    }
+                    Ok::<(), Error>(())
+                })?;
+            let (updates, parts) = (&mut self.weight_updates, &self.task_updates[..tasks * wc]);
+            updates.par_chunks_mut(4096).enumerate().for_each(|(i, u)| {
+                for part in parts.chunks(wc) {
+                    for (u, &p) in u.iter_mut().zip(&part[i * 4096..]) {
+                        *u += p;
+                    }
                 }
+            });
+        } else {
+            for b in 0..g.batch() {
+                let x = &input[b * g.inputs()..][..g.inputs()];
+                let delta = &self.delta[b * g.outputs()..][..g.outputs()];
+                let dx = input_delta
+                    .as_deref_mut()
+                    .map(|d| &mut d[b * g.inputs()..][..g.inputs()]);
+                let cols = &mut workspace[..slot];
+                image.run(x, delta, dx, &mut self.weight_updates, T::one(), cols, true)?;
             }
         }
         Ok(())
@@ -844,6 +875,74 @@ fn image_tasks(slot: usize, batch: usize, workspace_len: usize) -> usize {
         .max(1)
 }
 
+/// The backward pass of one image: per group, im2col of the delta, then the weight gradient
+/// and (optionally) the input gradient GEMMs on those columns.
+struct ImageBackward<'a, T, B> {
+    geometry: &'a Geometry,
+    backend: &'a B,
+    weights: &'a [T],
+}
+
+impl<T: Element, B: Gemm<T>> ImageBackward<'_, T, B> {
+    /// `dw = beta * dw + x * cols^T` and `dx += W * cols`; `parallel` splits the work over
+    /// rayon's threads (when images are not).
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        x: &[T],
+        delta: &[T],
+        mut dx: Option<&mut [T]>,
+        dw: &mut [T],
+        beta: T,
+        cols: &mut [T],
+        parallel: bool,
+    ) -> Result<()> {
+        let g = self.geometry;
+        let (cg, ng, hw, ohw, rows) = (
+            g.group_in(),
+            g.group_out(),
+            g.in_area(),
+            g.out_area(),
+            g.col_rows(),
+        );
+        let cols = &mut cols[..g.workspace_size()];
+        let window = g.window();
+        for grp in 0..g.groups() {
+            im2col_with(
+                &delta[grp * ng * ohw..][..ng * ohw],
+                &window,
+                cols,
+                parallel,
+            )?;
+            let x = &x[grp * cg * hw..][..cg * hw];
+            let wrange = grp * cg * rows..(grp + 1) * cg * rows;
+            // dw_g (cg x rows) = beta * dw_g + x_g (cg x hw) * cols^T (hw x rows)
+            gemm_on(
+                self.backend,
+                parallel,
+                T::one(),
+                MatRef::new(x, cg, hw, hw)?,
+                MatRef::new(cols, rows, hw, hw)?.t(),
+                beta,
+                MatMut::new(&mut dw[wrange.clone()], cg, rows, rows)?,
+            )?;
+            if let Some(dx) = dx.as_deref_mut() {
+                // dx_g (cg x hw) += W_g (cg x rows) * cols (rows x hw)
+                gemm_on(
+                    self.backend,
+                    parallel,
+                    T::one(),
+                    MatRef::new(&self.weights[wrange], cg, rows, rows)?,
+                    MatRef::new(cols, rows, hw, hw)?,
+                    T::one(),
+                    MatMut::new(&mut dx[grp * cg * hw..][..cg * hw], cg, hw, hw)?,
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The forward pass of one image: per group, GEMM into the columns, then col2im (and, without
 /// batch norm, bias and activation on each finished plane).
 struct ImageForward<'a, T, B> {
@@ -878,11 +977,7 @@ impl<T: Element, B: Gemm<T>> ImageForward<'_, T, B> {
                 MatRef::new(x, cg, hw, hw)?,
             );
             let c = MatMut::new(cols, rows, hw, hw)?;
-            if parallel {
-                par_gemm(self.backend, T::one(), a, b, T::zero(), c)?;
-            } else {
-                self.backend.gemm(T::one(), a, b, T::zero(), c)?;
-            }
+            gemm_on(self.backend, parallel, T::one(), a, b, T::zero(), c)?;
             let out = &mut out[grp * ng * ohw..][..ng * ohw];
             col2im_then(cols, &window, out, parallel, |ch, plane| {
                 if let Some((biases, activation)) = self.epilogue {

@@ -14,7 +14,7 @@
 //! their strided output pixels, with bias and activation applied on the way.
 
 use crate::activation::Activation;
-use crate::backend::{Gemm, MatMut, MatRef, par_gemm};
+use crate::backend::{Gemm, MatMut, MatRef, gemm_on};
 use crate::config::Geometry;
 use crate::element::Element;
 use crate::error::Result;
@@ -310,11 +310,7 @@ impl PhasePlan {
                         let bm = MatRef::new(b_rows, k_step, n_grid, n_grid)?;
                         let beta = if step == 0 { T::zero() } else { T::one() };
                         let c = MatMut::new(z, m, n_grid, n_grid)?;
-                        if parallel {
-                            par_gemm(backend, T::one(), a, bm, beta, c)?;
-                        } else {
-                            backend.gemm(T::one(), a, bm, beta, c)?;
-                        }
+                        gemm_on(backend, parallel, T::one(), a, bm, beta, c)?;
                     }
                 }
                 let z = &*z;

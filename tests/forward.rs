@@ -205,7 +205,8 @@ fn shared_workspace_matches_own() {
 /// The thread count does not change results (rayon splits GEMM rows and channel planes).
 #[test]
 fn one_thread_and_many_threads_agree() {
-    let config = DeconvConfig::new(2, 64, 9, 7, 48, 3)
+    // Batch 5 over 4 threads: 3 tasks of 2, 2 and 1 images.
+    let config = DeconvConfig::new(5, 64, 9, 7, 48, 3)
         .stride(2)
         .pad(1)
         .batch_normalize(true);

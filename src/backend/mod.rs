@@ -386,6 +386,23 @@ pub fn par_gemm<T: Element, B: Gemm<T> + ?Sized>(
         })
 }
 
+/// A GEMM split over rayon's threads ([`par_gemm`]) or in the calling thread.
+pub(crate) fn gemm_on<T: Element, B: Gemm<T> + ?Sized>(
+    backend: &B,
+    parallel: bool,
+    alpha: T,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    beta: T,
+    c: MatMut<'_, T>,
+) -> Result<()> {
+    if parallel {
+        par_gemm(backend, alpha, a, b, beta, c)
+    } else {
+        backend.gemm(alpha, a, b, beta, c)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
