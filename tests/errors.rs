@@ -245,6 +245,24 @@ fn batch_norm_training_needs_two_values_per_channel() {
 }
 
 #[test]
+fn phases_need_dilation_one() {
+    let config = base().dilation(2).algorithm(deconv::Algorithm::Phases);
+    let err = DeconvLayer::<f32>::new(&config).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidParameter {
+                param: "algorithm",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Auto falls back to columns.
+    DeconvLayer::<f32>::new(&base().dilation(2)).unwrap();
+}
+
+#[test]
 fn invalid_resize_leaves_the_layer_unchanged() {
     let mut layer: DeconvLayer<f32> = DeconvLayer::new(&base().pad(2)).unwrap();
     let before = *layer.geometry();

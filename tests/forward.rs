@@ -233,3 +233,56 @@ fn one_thread_and_many_threads_agree() {
     assert!(max_rel_diff(&one.1, &four.1) < 1e-12);
     assert!(max_rel_diff(&one.2, &four.2) < 1e-12);
 }
+
+/// The forward algorithms agree with batch norm and nonlinear activations too (the reference
+/// comparison above covers the linear part), and backward does not depend on them.
+#[test]
+fn algorithms_agree_with_batch_norm_and_activations() {
+    use deconv::Activation;
+    let mut r = rng(12);
+    let activations = [
+        Activation::Leaky,
+        Activation::Logistic,
+        Activation::Relu,
+        Activation::Selu,
+    ];
+    for case in 0..60 {
+        let config = config_for(&mut r, Algorithm::Phases)
+            .activation(activations[case % activations.len()])
+            .batch_normalize(case % 2 == 0);
+        let g = config.geometry().unwrap();
+        if config.batch_normalize && g.batch() * g.out_area() < 2 {
+            continue;
+        }
+        let input = uniform(&mut r, g.batch() * g.inputs());
+        let grad = uniform(&mut r, g.batch() * g.outputs());
+        let biases = uniform(&mut r, g.filters());
+        let run = |algorithm| {
+            let mut layer: DeconvLayer<f64> =
+                DeconvLayer::new(&config.clone().algorithm(algorithm)).unwrap();
+            layer.biases_mut().copy_from_slice(&biases);
+            let train = layer.forward(&input, Mode::Train).unwrap().to_vec();
+            layer.delta_mut().copy_from_slice(&grad);
+            let mut dx = vec![0.0; input.len()];
+            layer.backward(&input, Some(&mut dx)).unwrap();
+            let infer = layer.forward(&input, Mode::Inference).unwrap().to_vec();
+            (
+                train,
+                infer,
+                dx,
+                layer.weight_updates().to_vec(),
+                layer.bias_updates().to_vec(),
+            )
+        };
+        let (a, b) = (run(Algorithm::Columns), run(Algorithm::Phases));
+        let what = format!("case {case}: {config:?}");
+        assert!(max_rel_diff(&a.0, &b.0) < 1e-12, "train forward, {what}");
+        assert!(
+            max_rel_diff(&a.1, &b.1) < 1e-12,
+            "inference forward, {what}"
+        );
+        assert!(max_rel_diff(&a.2, &b.2) < 1e-12, "input gradient, {what}");
+        assert!(max_rel_diff(&a.3, &b.3) < 1e-12, "weight gradient, {what}");
+        assert!(max_rel_diff(&a.4, &b.4) < 1e-12, "bias gradient, {what}");
+    }
+}
