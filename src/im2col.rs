@@ -141,8 +141,8 @@ fn col2im_plane<T: Element>(col: &[T], window: &Window, plane: &mut [T]) {
                         *d += s;
                     }
                 } else {
-                    for (j, &s) in src.iter().enumerate() {
-                        dst[x0 + j * sw] += s;
+                    for (d, &s) in dst[x0..].iter_mut().step_by(sw).zip(src) {
+                        *d += s;
                     }
                 }
             }
@@ -215,8 +215,8 @@ fn im2col_plane<T: Element>(plane: &[T], window: &Window, col: &mut [T]) {
                 if sw == 1 {
                     dst.copy_from_slice(&src[x0..x0 + dst.len()]);
                 } else {
-                    for (j, d) in dst.iter_mut().enumerate() {
-                        *d = src[x0 + j * sw];
+                    for (d, &s) in dst.iter_mut().zip(src[x0..].iter().step_by(sw)) {
+                        *d = s;
                     }
                 }
             }
