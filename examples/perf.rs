@@ -10,7 +10,14 @@
 //! Options: `--threads N` (rayon pool size, default: all cores), `--reps N` (timed repetitions
 //! per row; the median is reported, default 15), `--shapes S1,S3` (subset), `--csv FILE`,
 //! `--json FILE` (machine-readable copies), `--markdown` (print the table as Markdown),
-//! `--algorithm auto|columns|phases` (the forward algorithm, default auto).
+//! `--algorithm auto|columns|phases` (the forward algorithm, default auto), `--report FILE`
+//! (write a Markdown report: `BENCHMARKS.md`), `--readme FILE` (replace the block between
+//! `<!-- perf:start -->` and `<!-- perf:end -->` in FILE with this run's summary).
+//!
+//! `BENCHMARKS.md` and the README's performance section are written by:
+//! ```text
+//! cargo run --release --all-features --example perf -- --threads 2 --report BENCHMARKS.md --readme README.md
+//! ```
 
 #[path = "../benches/support/shapes.rs"]
 mod shapes;
@@ -29,6 +36,8 @@ struct Options {
     json: Option<String>,
     markdown: bool,
     algorithm: Algorithm,
+    report: Option<String>,
+    readme: Option<String>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -40,6 +49,8 @@ fn parse_args() -> Result<Options, String> {
         json: None,
         markdown: false,
         algorithm: Algorithm::Auto,
+        report: None,
+        readme: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -51,6 +62,8 @@ fn parse_args() -> Result<Options, String> {
             "--csv" => o.csv = Some(value()?),
             "--json" => o.json = Some(value()?),
             "--markdown" => o.markdown = true,
+            "--report" => o.report = Some(value()?),
+            "--readme" => o.readme = Some(value()?),
             "--algorithm" => {
                 o.algorithm = match value()?.as_str() {
                     "auto" => Algorithm::Auto,
@@ -114,6 +127,7 @@ fn raw_gemm(backend: &AnyBackend, m: usize, n: usize, k: usize, batch: usize, re
     })
 }
 
+#[derive(Clone)]
 struct Row {
     shape: &'static str,
     backend: &'static str,
@@ -182,86 +196,82 @@ fn main() -> Result<(), String> {
     let mut rows = Vec::new();
     let mut peaks = Vec::new();
     pool.install(|| {
+        let n = 2048;
         for backend in AnyBackend::all() {
-            let n = 2048;
             let secs = raw_gemm(&backend, n, n, n, 1, 5.max(o.reps / 3));
             let peak = 2.0 * (n * n * n) as f64 / secs / 1e9;
             peaks.push((Gemm::<f32>::name(&backend), peak));
+        }
+        // P: the machine's best large sgemm in this run, whichever backend gave it.
+        let p = peaks.iter().map(|x| x.1).fold(0.0, f64::max);
+        for backend in AnyBackend::all() {
             for shape in SHAPES
                 .iter()
                 .filter(|s| o.shapes.iter().any(|id| id == s.id))
             {
-                measure(shape, backend, &o, peak, &mut rows);
+                measure(shape, backend, &o, p, &mut rows);
             }
         }
     });
 
-    let mut out = String::new();
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
     let date = std::process::Command::new("date")
-        .arg("-u")
-        .arg("+%Y-%m-%d %H:%M UTC")
-        .output();
-    let date = date
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
         .map(|d| String::from_utf8_lossy(&d.stdout).trim().to_string())
         .unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mut head = String::new();
+    writeln!(head, "command: `{command}`").unwrap();
     writeln!(
-        out,
-        "threads: {}, reps: {} (median), date: {date}",
+        head,
+        "machine: {cpu}, {cores} cores; threads: {}; {} timed runs per row (median); {date}",
         o.threads, o.reps
     )
     .unwrap();
     for (name, peak) in &peaks {
-        writeln!(out, "P ({name} sgemm 2048^3): {peak:.1} GFLOP/s").unwrap();
+        writeln!(head, "raw sgemm 2048^3 on {name}: {peak:.1} GFLOP/s").unwrap();
     }
-    let header = [
-        "shape",
-        "backend",
-        "pass",
-        "ms",
-        "GFLOP/s",
-        "% of GEMM",
-        "x P",
-    ];
-    if o.markdown {
-        writeln!(out, "\n| {} |", header.join(" | ")).unwrap();
-        writeln!(out, "|{}", "---|".repeat(header.len())).unwrap();
-        for r in &rows {
-            writeln!(
-                out,
-                "| {} | {} | {} | {:.2} | {:.1} | {:.0}% | {:.2} |",
-                r.shape,
-                r.backend,
-                r.pass,
-                r.ms,
-                r.gflops,
-                100.0 * r.of_gemm,
-                r.of_peak
-            )
-            .unwrap();
-        }
-    } else {
-        writeln!(
-            out,
-            "\n{:<6}{:<16}{:<19}{:>9}{:>10}{:>11}{:>7}",
-            header[0], header[1], header[2], header[3], header[4], header[5], header[6]
-        )
-        .unwrap();
-        for r in &rows {
-            writeln!(
-                out,
-                "{:<6}{:<16}{:<19}{:>9.2}{:>10.1}{:>10.0}%{:>7.2}",
-                r.shape,
-                r.backend,
-                r.pass,
-                r.ms,
-                r.gflops,
-                100.0 * r.of_gemm,
-                r.of_peak
-            )
-            .unwrap();
-        }
+    let p = peaks.iter().map(|x| x.1).fold(0.0, f64::max);
+    writeln!(head, "P = {p:.1} GFLOP/s (the best of these)").unwrap();
+    print!("{head}");
+    print!("\n{}", table(&rows, o.markdown));
+
+    if let Some(path) = &o.report {
+        let text = format!(
+            "# Benchmarks\n\nGenerated by `examples/perf.rs`; do not edit by hand: rerun the command.\n\n{}\n\
+             Columns: `ms` median wall time of one call; `GFLOP/s` nominal FLOPs (forward \
+             2*k*k*n*h*w*c*batch, forward+backward 3x that) per second; `% of GEMM` the layer's \
+             GFLOP/s over the same backend's raw GEMM at the layer's forward GEMM shape (`gemm` \
+             rows) in this run; `x P` the share of P.\n\n{}",
+            head.lines().map(|l| format!("- {l}\n")).collect::<String>(),
+            table(&rows, true)
+        );
+        std::fs::write(path, text).map_err(|e| format!("{path}: {e}"))?;
     }
-    print!("{out}");
+    if let Some(path) = &o.readme {
+        let readme = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        let (start, end) = ("<!-- perf:start -->", "<!-- perf:end -->");
+        let (Some(a), Some(b)) = (readme.find(start), readme.find(end)) else {
+            return Err(format!("{path} has no {start} ... {end} block"));
+        };
+        let summary: Vec<&Row> = rows.iter().filter(|r| r.pass != "forward_train").collect();
+        let block = format!(
+            "{start}\n{}\n{}{end}",
+            head.lines().map(|l| format!("- {l}\n")).collect::<String>(),
+            table(&summary.into_iter().cloned().collect::<Vec<_>>(), true)
+        );
+        let text = format!("{}{block}{}", &readme[..a], &readme[b + end.len()..]);
+        std::fs::write(path, text).map_err(|e| format!("{path}: {e}"))?;
+    }
     if let Some(path) = &o.csv {
         let mut csv = String::from("shape,backend,pass,threads,ms,gflops,of_gemm,of_peak\n");
         for r in &rows {
@@ -288,4 +298,58 @@ fn main() -> Result<(), String> {
             .map_err(|e| format!("{path}: {e}"))?;
     }
     Ok(())
+}
+
+/// The rows as an aligned text table or a Markdown table.
+fn table(rows: &[Row], markdown: bool) -> String {
+    let header = [
+        "shape",
+        "backend",
+        "pass",
+        "ms",
+        "GFLOP/s",
+        "% of GEMM",
+        "x P",
+    ];
+    let mut out = String::new();
+    if markdown {
+        writeln!(out, "| {} |", header.join(" | ")).unwrap();
+        writeln!(out, "|{}", "---|".repeat(header.len())).unwrap();
+        for r in rows {
+            writeln!(
+                out,
+                "| {} | {} | {} | {:.2} | {:.1} | {:.0}% | {:.2} |",
+                r.shape,
+                r.backend,
+                r.pass,
+                r.ms,
+                r.gflops,
+                100.0 * r.of_gemm,
+                r.of_peak
+            )
+            .unwrap();
+        }
+    } else {
+        writeln!(
+            out,
+            "{:<6}{:<16}{:<19}{:>9}{:>10}{:>11}{:>7}",
+            header[0], header[1], header[2], header[3], header[4], header[5], header[6]
+        )
+        .unwrap();
+        for r in rows {
+            writeln!(
+                out,
+                "{:<6}{:<16}{:<19}{:>9.2}{:>10.1}{:>10.0}%{:>7.2}",
+                r.shape,
+                r.backend,
+                r.pass,
+                r.ms,
+                r.gflops,
+                100.0 * r.of_gemm,
+                r.of_peak
+            )
+            .unwrap();
+        }
+    }
+    out
 }
