@@ -35,6 +35,62 @@ pub enum Error {
     GemmShape(String),
     /// The call is not valid in the layer's current state.
     InvalidState(String),
+    /// A Darknet cfg section is malformed (see [`darknet::DeconvSection::parse`](crate::darknet::DeconvSection::parse)).
+    Cfg {
+        /// 1-based line of the section text, when the error is about one line.
+        line: Option<usize>,
+        /// The key at fault, when there is one.
+        key: Option<String>,
+        /// What is wrong, with what was expected and what was found.
+        reason: String,
+    },
+    /// An I/O error (kept as kind and message, since `std::io::Error` is neither `Clone` nor
+    /// `PartialEq`).
+    Io {
+        /// What was being done (`opening weights file "a.weights"`, ...).
+        context: String,
+        /// The I/O error's kind.
+        kind: std::io::ErrorKind,
+        /// The I/O error's message.
+        message: String,
+    },
+    /// Binary data (a Darknet `.weights` file, a raw `f32` file) ends before everything needed
+    /// was read.
+    Truncated {
+        /// The data's name (`weights file`, `input file`).
+        what: String,
+        /// Bytes needed.
+        expected: u64,
+        /// Bytes there were.
+        found: u64,
+        /// Where it stopped and what the bytes were for.
+        detail: String,
+    },
+    /// Binary data goes on after everything needed was read.
+    TrailingBytes {
+        /// The data's name (`weights file`, `input file`).
+        what: String,
+        /// Bytes needed.
+        expected: u64,
+        /// Bytes there were (counted up to 1 GiB beyond `expected`).
+        found: u64,
+        /// What the expected bytes were for.
+        detail: String,
+    },
+    /// A value read from a file is NaN or infinite, and the caller asked to reject those
+    /// ([`darknet::LoadOptions::reject_non_finite`](crate::darknet::LoadOptions::reject_non_finite)).
+    NonFinite {
+        /// The buffer (`biases`, `scales`, `rolling_mean`, `rolling_variance`, `weights`).
+        buffer: &'static str,
+        /// Index of the value in that buffer.
+        index: usize,
+        /// The layer's index in the file (0 for the first layer).
+        layer: usize,
+        /// Byte offset of the value in the file.
+        offset: u64,
+        /// The value as read (`NaN`, `inf`, `-inf`).
+        value: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -54,6 +110,46 @@ impl fmt::Display for Error {
             ),
             Error::GemmShape(msg) => write!(f, "GEMM shape mismatch: {msg}"),
             Error::InvalidState(msg) => write!(f, "invalid state: {msg}"),
+            Error::Cfg { line, key, reason } => match (line, key) {
+                (Some(line), Some(key)) => write!(f, "cfg line {line}, key `{key}`: {reason}"),
+                (Some(line), None) => write!(f, "cfg line {line}: {reason}"),
+                (None, Some(key)) => write!(f, "cfg key `{key}`: {reason}"),
+                (None, None) => write!(f, "cfg: {reason}"),
+            },
+            Error::Io {
+                context,
+                kind,
+                message,
+            } => write!(f, "I/O error {context}: {message} ({kind:?})"),
+            Error::Truncated {
+                what,
+                expected,
+                found,
+                detail,
+            } => write!(
+                f,
+                "{what} ends after {found} bytes; expected {expected} bytes{detail}"
+            ),
+            Error::TrailingBytes {
+                what,
+                expected,
+                found,
+                detail,
+            } => write!(
+                f,
+                "{what} has {found} bytes; expected {expected} bytes{detail}"
+            ),
+            Error::NonFinite {
+                buffer,
+                index,
+                layer,
+                offset,
+                value,
+            } => write!(
+                f,
+                "non-finite value {value} in `{buffer}`[{index}] of layer {layer} \
+                 (byte offset {offset}); the load was asked to reject NaN and infinities"
+            ),
         }
     }
 }

@@ -15,6 +15,7 @@
 //!   [`denormalize`](DeconvLayer::denormalize).
 //! - [`Activation`] has all of Darknet's activations; [`batchnorm`] reproduces Darknet's CPU
 //!   batch norm with an exact backward.
+//! - [`darknet`] reads Darknet `[deconvolutional]` cfg sections and reads/writes `.weights` files.
 //! - [`reference`](mod@reference) has direct-loop implementations that the fast paths are tested against.
 //!
 //! Layout is NCHW; weights are `[in_channels][filters / groups][kh][kw]`, as Darknet and
@@ -58,6 +59,7 @@ pub mod activation;
 pub mod backend;
 pub mod batchnorm;
 pub mod config;
+pub mod darknet;
 pub mod element;
 pub mod error;
 pub mod im2col;
