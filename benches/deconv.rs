@@ -36,7 +36,6 @@ use rayon::prelude::*;
 use std::hint::black_box;
 use std::time::Duration;
 
-#[allow(clippy::too_many_arguments)]
 #[path = "support/shapes.rs"]
 mod shapes;
 use shapes::{SHAPES, Shape};

@@ -25,6 +25,7 @@ pub struct Shape {
     pub bilinear: bool,
 }
 
+#[allow(clippy::too_many_arguments)]
 const fn shape(
     id: &'static str,
     batch: usize,
