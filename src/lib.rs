@@ -58,6 +58,8 @@
 pub mod activation;
 pub mod backend;
 pub mod batchnorm;
+#[cfg(feature = "capi")]
+pub mod capi;
 pub mod config;
 pub mod darknet;
 pub mod element;
