@@ -24,8 +24,8 @@
  *   is then poisoned (every later call but deconv_layer_free fails).
  * - A layer may be used from any thread, but by one thread at a time. Different layers are
  *   independent. Work runs on the library's rayon thread pool (RAYON_NUM_THREADS).
- * - Codes (activation, mode, optimizer, backend, buffer) are passed as int; unknown codes are
- *   DECONV_ERR_INVALID_PARAMETER.
+ * - Codes (activation, algorithm, mode, optimizer, backend, buffer) are passed as int;
+ *   unknown codes are DECONV_ERR_INVALID_PARAMETER.
  */
 
 #ifndef DECONV_H
@@ -150,6 +150,25 @@ typedef enum {
    */
   DECONV_ACTIVATION_SELU = 13,
 } deconv_activation;
+
+/**
+ * Forward-algorithm codes for `deconv_config.algorithm`. Every algorithm gives the same results
+ * (to rounding).
+ */
+typedef enum {
+  /**
+   * Pick per geometry (the default).
+   */
+  DECONV_ALGORITHM_AUTO = 0,
+  /**
+   * Darknet's way: one GEMM into a column matrix, then col2im.
+   */
+  DECONV_ALGORITHM_COLUMNS = 1,
+  /**
+   * Sub-pixel decomposition, one GEMM per output phase, no col2im; needs dilation 1.
+   */
+  DECONV_ALGORITHM_PHASES = 2,
+} deconv_algorithm;
 
 /**
  * Mode codes of `deconv_layer_forward`.
@@ -360,6 +379,10 @@ typedef struct {
    */
   int own_workspace;
   /**
+   * A `deconv_algorithm` code (default `DECONV_ALGORITHM_AUTO`).
+   */
+  int algorithm;
+  /**
    * Seed of the weight initialization (default 0).
    */
   uint64_t seed;
@@ -526,7 +549,8 @@ deconv_status deconv_backend_compiled(int backend, int *compiled);
 
 /**
  * Sets `*config` to the defaults for a square `kernel`: stride 1, pad 0, dilation 1, no output
- * padding, 1 group, `DECONV_ACTIVATION_LINEAR`, no batch norm, no Adam, own workspace, seed 0.
+ * padding, 1 group, `DECONV_ACTIVATION_LINEAR`, no batch norm, no Adam, own workspace,
+ * `DECONV_ALGORITHM_AUTO`, seed 0.
  * The values are not validated here but by `deconv_layer_create`.
  *
  * # Safety

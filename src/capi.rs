@@ -19,8 +19,8 @@
 //!   with `DECONV_ERR_INVALID_STATE` except `deconv_layer_free`. This needs the default
 //!   `panic = "unwind"`; with `panic = "abort"` a panic aborts the process.
 //! - A layer may be used from any thread, but from one thread at a time.
-//! - `int` codes (activation, mode, optimizer, backend, buffer) are checked; an unknown code is
-//!   `DECONV_ERR_INVALID_PARAMETER`.
+//! - `int` codes (activation, algorithm, mode, optimizer, backend, buffer) are checked; an
+//!   unknown code is `DECONV_ERR_INVALID_PARAMETER`.
 
 #![allow(non_camel_case_types)]
 #![warn(clippy::undocumented_unsafe_blocks)]
@@ -31,7 +31,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
 use crate::activation::Activation;
 use crate::backend::{AnyBackend, Gemm};
-use crate::config::DeconvConfig;
+use crate::config::{Algorithm, DeconvConfig};
 use crate::darknet::{
     LoadOptions, WeightsHeader, layer_byte_len, load_weights, parse_deconvolutional, read_weights,
     save_weights, write_weights,
@@ -172,6 +172,45 @@ pub enum deconv_backend {
     DECONV_BACKEND_MATRIXMULTIPLY = 1,
     /// The system OpenBLAS (cargo feature `openblas`; link with `-lopenblas`).
     DECONV_BACKEND_OPENBLAS = 2,
+}
+
+/// Forward-algorithm codes for `deconv_config.algorithm`. Every algorithm gives the same results
+/// (to rounding).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum deconv_algorithm {
+    /// Pick per geometry (the default).
+    DECONV_ALGORITHM_AUTO = 0,
+    /// Darknet's way: one GEMM into a column matrix, then col2im.
+    DECONV_ALGORITHM_COLUMNS = 1,
+    /// Sub-pixel decomposition, one GEMM per output phase, no col2im; needs dilation 1.
+    DECONV_ALGORITHM_PHASES = 2,
+}
+
+impl deconv_algorithm {
+    const ALL: [(deconv_algorithm, Algorithm); 3] = [
+        (deconv_algorithm::DECONV_ALGORITHM_AUTO, Algorithm::Auto),
+        (
+            deconv_algorithm::DECONV_ALGORITHM_COLUMNS,
+            Algorithm::Columns,
+        ),
+        (deconv_algorithm::DECONV_ALGORITHM_PHASES, Algorithm::Phases),
+    ];
+
+    fn to_rust(code: c_int) -> Res<Algorithm> {
+        Self::ALL
+            .into_iter()
+            .find(|(c, _)| *c as c_int == code)
+            .map(|(_, a)| a)
+            .ok_or_else(|| Fail::code("algorithm", code))
+    }
+
+    fn from_rust(algorithm: Algorithm) -> c_int {
+        Self::ALL
+            .into_iter()
+            .find(|(_, a)| *a == algorithm)
+            .map_or(deconv_algorithm::DECONV_ALGORITHM_AUTO, |(c, _)| c) as c_int
+    }
 }
 
 /// Codes of the layer's buffers, for `deconv_layer_buffer`, `deconv_layer_buffer_mut`,
@@ -391,6 +430,8 @@ pub struct deconv_config {
     /// Non-zero (default): the layer owns a workspace. With 0, use the `_with_workspace`
     /// variants of forward and backward.
     pub own_workspace: c_int,
+    /// A `deconv_algorithm` code (default `DECONV_ALGORITHM_AUTO`).
+    pub algorithm: c_int,
     /// Seed of the weight initialization (default 0).
     pub seed: u64,
 }
@@ -413,6 +454,7 @@ impl deconv_config {
             batch_normalize: c.batch_normalize.into(),
             adam: c.adam.into(),
             own_workspace: c.own_workspace.into(),
+            algorithm: deconv_algorithm::from_rust(c.algorithm),
             seed: c.seed,
         }
     }
@@ -440,6 +482,7 @@ impl deconv_config {
         c.batch_normalize = self.batch_normalize != 0;
         c.adam = self.adam != 0;
         c.own_workspace = self.own_workspace != 0;
+        c.algorithm = deconv_algorithm::to_rust(self.algorithm)?;
         c.seed = self.seed;
         Ok(c)
     }
@@ -720,7 +763,7 @@ fn check_buffer(
     len: usize,
     expected: usize,
     at_least: bool,
-    others: &[(&str, *const f32, usize)],
+    others: &[Range],
 ) -> Res<()> {
     if ptr.is_null() {
         return Err(Fail::null(name));
@@ -762,7 +805,7 @@ fn check_bytes(
     ptr: *const u8,
     len: usize,
     expected: Option<usize>,
-    others: &[(&str, *const f32, usize)],
+    others: &[Range],
 ) -> Res<()> {
     if ptr.is_null() {
         return Err(Fail::null(name));
@@ -811,12 +854,42 @@ unsafe fn path_arg<'a>(name: &str, ptr: *const c_char) -> Res<&'a std::path::Pat
     Ok(std::path::Path::new(path))
 }
 
-/// The address ranges of every buffer of `layer`, for [`check_buffer`].
-fn layer_ranges(layer: &Layer) -> Vec<(&'static str, *const f32, usize)> {
-    deconv_buffer::ALL
-        .into_iter()
-        .filter_map(|b| b.get(layer).ok().map(|s| (b.name(), s.as_ptr(), s.len())))
-        .collect()
+/// A buffer's name, start and length in floats, for the overlap checks.
+type Range = (&'static str, *const f32, usize);
+
+/// Address ranges for the overlap checks, without allocating (forward and backward do not
+/// allocate, through the C API either): the layer's buffers plus at most three arguments.
+struct Ranges {
+    items: [Range; deconv_buffer::ALL.len() + 3],
+    len: usize,
+}
+
+impl Ranges {
+    /// Every buffer of `layer`.
+    fn of(layer: &Layer) -> Self {
+        let mut r = Ranges {
+            items: [("", std::ptr::null(), 0); deconv_buffer::ALL.len() + 3],
+            len: 0,
+        };
+        for b in deconv_buffer::ALL {
+            if let Ok(s) = b.get(layer) {
+                r.push((b.name(), s.as_ptr(), s.len()));
+            }
+        }
+        r
+    }
+
+    fn push(&mut self, range: Range) {
+        self.items[self.len] = range;
+        self.len += 1;
+    }
+}
+
+impl std::ops::Deref for Ranges {
+    type Target = [Range];
+    fn deref(&self) -> &[Range] {
+        &self.items[..self.len]
+    }
 }
 
 fn mode_from_code(mode: c_int) -> Res<Mode> {
@@ -908,7 +981,8 @@ pub unsafe extern "C" fn deconv_backend_compiled(
 }
 
 /// Sets `*config` to the defaults for a square `kernel`: stride 1, pad 0, dilation 1, no output
-/// padding, 1 group, `DECONV_ACTIVATION_LINEAR`, no batch norm, no Adam, own workspace, seed 0.
+/// padding, 1 group, `DECONV_ACTIVATION_LINEAR`, no batch norm, no Adam, own workspace,
+/// `DECONV_ALGORITHM_AUTO`, seed 0.
 /// The values are not validated here but by `deconv_layer_create`.
 ///
 /// # Safety
@@ -1344,7 +1418,7 @@ pub unsafe extern "C" fn deconv_layer_get(
     with_layer_ref("deconv_layer_get", layer, |l| {
         let which = deconv_buffer::from_code(which)?;
         let src = which.get(l)?;
-        check_buffer("dst", dst, len, src.len(), false, &layer_ranges(l))?;
+        check_buffer("dst", dst, len, src.len(), false, &Ranges::of(l))?;
         // SAFETY: `dst` is non-null, aligned, `len` floats long by the caller's contract,
         // and does not overlap the layer's buffers (checked), so nothing else aliases it.
         let dst = unsafe { std::slice::from_raw_parts_mut(dst, len) };
@@ -1372,7 +1446,7 @@ pub unsafe extern "C" fn deconv_layer_set(
     with_layer("deconv_layer_set", layer, |l| {
         let which = deconv_buffer::from_code(which)?;
         let expected = which.get(l)?.len();
-        check_buffer("src", src, len, expected, false, &layer_ranges(l))?;
+        check_buffer("src", src, len, expected, false, &Ranges::of(l))?;
         // SAFETY: `src` is non-null, aligned, `len` floats long by the caller's contract,
         // and does not overlap the layer's buffers (checked), so the layer's `&mut` below
         // does not alias it.
@@ -1409,7 +1483,7 @@ pub unsafe extern "C" fn deconv_layer_forward(
         let mode = mode_from_code(mode)?;
         let g = l.geometry();
         let expected = g.batch() * g.inputs();
-        check_buffer("input", input, input_len, expected, false, &layer_ranges(l))?;
+        check_buffer("input", input, input_len, expected, false, &Ranges::of(l))?;
         // SAFETY: non-null, aligned, `input_len` readable floats (caller), disjoint from
         // the layer's buffers (checked).
         let input = unsafe { std::slice::from_raw_parts(input, input_len) };
@@ -1439,10 +1513,9 @@ pub unsafe extern "C" fn deconv_layer_forward_with_workspace(
     with_layer("deconv_layer_forward_with_workspace", layer, |l| {
         let mode = mode_from_code(mode)?;
         let g = *l.geometry();
-        let ranges = layer_ranges(l);
+        let mut others = Ranges::of(l);
         let expected = g.batch() * g.inputs();
-        check_buffer("input", input, input_len, expected, false, &ranges)?;
-        let mut others = ranges;
+        check_buffer("input", input, input_len, expected, false, &others)?;
         others.push(("input", input, input_len));
         let ws = l.workspace_size();
         check_buffer("workspace", workspace, workspace_len, ws, true, &others)?;
@@ -1482,10 +1555,9 @@ pub unsafe extern "C" fn deconv_layer_backward(
     let layer = unsafe { Vouched::new(layer) };
     with_layer("deconv_layer_backward", layer, |l| {
         let g = *l.geometry();
-        let ranges = layer_ranges(l);
+        let mut others = Ranges::of(l);
         let expected = g.batch() * g.inputs();
-        check_buffer("input", input, input_len, expected, false, &ranges)?;
-        let mut others = ranges;
+        check_buffer("input", input, input_len, expected, false, &others)?;
         others.push(("input", input, input_len));
         if !input_delta.is_null() {
             check_buffer(
@@ -1531,10 +1603,9 @@ pub unsafe extern "C" fn deconv_layer_backward_with_workspace(
     let layer = unsafe { Vouched::new(layer) };
     with_layer("deconv_layer_backward_with_workspace", layer, |l| {
         let g = *l.geometry();
-        let ranges = layer_ranges(l);
+        let mut others = Ranges::of(l);
         let expected = g.batch() * g.inputs();
-        check_buffer("input", input, input_len, expected, false, &ranges)?;
-        let mut others = ranges;
+        check_buffer("input", input, input_len, expected, false, &others)?;
         others.push(("input", input, input_len));
         if !input_delta.is_null() {
             check_buffer(
@@ -1844,7 +1915,7 @@ pub unsafe extern "C" fn deconv_layer_write_weights(
                 what: "weights byte length",
             }
         })?;
-        check_bytes("data", data, len, Some(expected), &layer_ranges(l))?;
+        check_bytes("data", data, len, Some(expected), &Ranges::of(l))?;
         // SAFETY: non-null, `len` writable bytes (caller), disjoint from the layer (checked).
         let data = unsafe { std::slice::from_raw_parts_mut(data, len) };
         write_weights(l, data, &header)?;
@@ -1872,7 +1943,7 @@ pub unsafe extern "C" fn deconv_layer_read_weights(
     // function's contract).
     let layer = unsafe { Vouched::new(layer) };
     with_layer("deconv_layer_read_weights", layer, |l| {
-        check_bytes("data", data, len, None, &layer_ranges(l))?;
+        check_bytes("data", data, len, None, &Ranges::of(l))?;
         if !header.is_null() {
             check_out("header", header)?;
         }
@@ -2059,6 +2130,7 @@ mod tests {
         cfg.activation = deconv_activation::DECONV_ACTIVATION_LEAKY as c_int;
         cfg.batch_normalize = 1;
         cfg.adam = 1;
+        cfg.algorithm = deconv_algorithm::DECONV_ALGORITHM_COLUMNS as c_int;
         cfg.seed = 99;
         let layer = create(&cfg);
         let mut back = config(1, 1, 1, 1, 1, 1);
@@ -2305,6 +2377,23 @@ mod tests {
             },
             DECONV_ERR_INVALID_PARAMETER,
             "unknown activation code 14",
+        );
+        check(
+            deconv_config {
+                algorithm: deconv_algorithm::DECONV_ALGORITHM_PHASES as c_int,
+                dilation: [2, 2],
+                ..good
+            },
+            DECONV_ERR_INVALID_PARAMETER,
+            "dilation",
+        );
+        check(
+            deconv_config {
+                algorithm: 3,
+                ..good
+            },
+            DECONV_ERR_INVALID_PARAMETER,
+            "unknown algorithm code 3",
         );
         check(
             deconv_config {
