@@ -588,7 +588,7 @@ deconv_status deconv_update_args_adam(deconv_update_args *args, float learning_r
  *
  * # Safety
  * `config` must be `NULL` or point to a readable `deconv_config`; `out` must be `NULL` or valid
- * for writing a pointer. Both `NULL` are errors. Free the layer with `deconv_layer_free`.
+ * for writing a pointer. A `NULL` in either is an error. Free the layer with `deconv_layer_free`.
  */
 deconv_status deconv_layer_create(const deconv_config *config, int backend, deconv_layer **out);
 
@@ -597,7 +597,7 @@ deconv_status deconv_layer_create(const deconv_config *config, int backend, deco
  *
  * # Safety
  * `layer` must be `NULL` or a live handle; `out` must be `NULL` or valid for writing a pointer.
- * Both `NULL` are errors.
+ * A `NULL` in either is an error.
  */
 deconv_status deconv_layer_clone(const deconv_layer *layer, deconv_layer **out);
 
@@ -616,7 +616,7 @@ deconv_status deconv_layer_free(deconv_layer *layer);
  *
  * # Safety
  * `layer` must be `NULL` or a live handle; `config` must be `NULL` or valid for writing a
- * `deconv_config`. Both `NULL` are errors.
+ * `deconv_config`. A `NULL` in either is an error.
  */
 deconv_status deconv_layer_config(const deconv_layer *layer, deconv_config *config);
 
@@ -625,7 +625,7 @@ deconv_status deconv_layer_config(const deconv_layer *layer, deconv_config *conf
  *
  * # Safety
  * `layer` must be `NULL` or a live handle; `geometry` must be `NULL` or valid for writing a
- * `deconv_geometry`. Both `NULL` are errors.
+ * `deconv_geometry`. A `NULL` in either is an error.
  */
 deconv_status deconv_layer_geometry(const deconv_layer *layer, deconv_geometry *geometry);
 
@@ -635,7 +635,7 @@ deconv_status deconv_layer_geometry(const deconv_layer *layer, deconv_geometry *
  *
  * # Safety
  * `layer` must be `NULL` or a live handle; `backend` must be `NULL` or valid for writing an
- * `int`. Both `NULL` are errors.
+ * `int`. A `NULL` in either is an error.
  */
 deconv_status deconv_layer_backend(const deconv_layer *layer, int *backend);
 
@@ -645,7 +645,7 @@ deconv_status deconv_layer_backend(const deconv_layer *layer, int *backend);
  *
  * # Safety
  * `layer` must be `NULL` or a live handle; `scale` must be `NULL` or valid for writing a
- * `float`. Both `NULL` are errors.
+ * `float`. A `NULL` in either is an error.
  */
 deconv_status deconv_layer_learning_rate_scale(const deconv_layer *layer, float *scale);
 
@@ -663,7 +663,7 @@ deconv_status deconv_layer_set_learning_rate_scale(deconv_layer *layer, float sc
  *
  * # Safety
  * `layer` must be `NULL` or a live handle; `step` must be `NULL` or valid for writing a
- * `uint64_t`. Both `NULL` are errors.
+ * `uint64_t`. A `NULL` in either is an error.
  */
 deconv_status deconv_layer_adam_step(const deconv_layer *layer, uint64_t *step);
 
@@ -673,8 +673,9 @@ deconv_status deconv_layer_adam_step(const deconv_layer *layer, uint64_t *step);
  * The pointer stays valid until `deconv_layer_resize`, `deconv_layer_denormalize` or
  * `deconv_layer_free` on this layer; its contents change with forward, backward, update and
  * writes through `deconv_layer_buffer_mut`/`deconv_layer_set`. Do not use it while another
- * call on the layer runs. Errors: `DECONV_ERR_INVALID_STATE` for a batch-norm buffer of a
- * layer without batch norm, or an Adam buffer of a layer without Adam.
+ * call on the layer runs. A buffer of 0 elements (Adam's scale moments without batch norm) has
+ * a non-`NULL` pointer that must not be read. Errors: `DECONV_ERR_INVALID_STATE` for a
+ * batch-norm buffer of a layer without batch norm, or an Adam buffer of a layer without Adam.
  *
  * # Safety
  * `layer` must be `NULL` or a live handle; `data` and `len` must be `NULL` or valid for
@@ -848,8 +849,8 @@ deconv_status deconv_weights_header_default(deconv_weights_header *header, uint6
  *
  * # Safety
  * `layer` must be `NULL` or a live handle; `path` must be `NULL` or a NUL-terminated string
- * (bytes of a file name; UTF-8 outside Unix); both `NULL` are errors. `header` must be `NULL`
- * or valid for writing a `deconv_weights_header`.
+ * (bytes of a file name; UTF-8 outside Unix); a `NULL` in either is an error. `header` must
+ * be `NULL` or valid for writing a `deconv_weights_header`.
  */
 deconv_status deconv_layer_load_weights(deconv_layer *layer, const char *path, int reject_non_finite, deconv_weights_header *header);
 
@@ -862,7 +863,7 @@ deconv_status deconv_layer_load_weights(deconv_layer *layer, const char *path, i
  *
  * # Safety
  * `layer` must be `NULL` or a live handle; `path` must be `NULL` or a NUL-terminated string;
- * both `NULL` are errors. `header` must be `NULL` or point to a readable
+ * a `NULL` in either is an error. `header` must be `NULL` or point to a readable
  * `deconv_weights_header`.
  */
 deconv_status deconv_layer_save_weights(const deconv_layer *layer, const char *path, const deconv_weights_header *header);
@@ -874,7 +875,7 @@ deconv_status deconv_layer_save_weights(const deconv_layer *layer, const char *p
  *
  * # Safety
  * `layer` must be `NULL` or a live handle; `bytes` must be `NULL` or valid for writing a
- * `size_t`; both `NULL` are errors. `header` must be `NULL` or point to a readable
+ * `size_t`; a `NULL` in either is an error. `header` must be `NULL` or point to a readable
  * `deconv_weights_header`.
  */
 deconv_status deconv_layer_weights_byte_len(const deconv_layer *layer, const deconv_weights_header *header, size_t *bytes);
@@ -886,7 +887,7 @@ deconv_status deconv_layer_weights_byte_len(const deconv_layer *layer, const dec
  *
  * # Safety
  * `layer` must be `NULL` or a live handle; `data` must be `NULL` or valid for writing `len`
- * bytes; both `NULL` are errors. `header` must be `NULL` or point to a readable
+ * bytes; a `NULL` in either is an error. `header` must be `NULL` or point to a readable
  * `deconv_weights_header`.
  */
 deconv_status deconv_layer_write_weights(const deconv_layer *layer, const deconv_weights_header *header, uint8_t *data, size_t len);
@@ -898,7 +899,7 @@ deconv_status deconv_layer_write_weights(const deconv_layer *layer, const deconv
  *
  * # Safety
  * `layer` must be `NULL` or a live handle; `data` must be `NULL` or valid for reading `len`
- * bytes; both `NULL` are errors. `header` must be `NULL` or valid for writing a
+ * bytes; a `NULL` in either is an error. `header` must be `NULL` or valid for writing a
  * `deconv_weights_header`.
  */
 deconv_status deconv_layer_read_weights(deconv_layer *layer, const uint8_t *data, size_t len, int reject_non_finite, deconv_weights_header *header);
@@ -912,7 +913,7 @@ deconv_status deconv_layer_read_weights(deconv_layer *layer, const uint8_t *data
  *
  * # Safety
  * `cfg` must be `NULL` or a NUL-terminated string; `config` must be `NULL` or valid for
- * writing a `deconv_config`. Both `NULL` are errors.
+ * writing a `deconv_config`. A `NULL` in either is an error.
  */
 deconv_status deconv_config_from_cfg(const char *cfg, size_t batch, size_t in_channels, size_t in_h, size_t in_w, deconv_config *config);
 

@@ -1081,7 +1081,7 @@ pub unsafe extern "C" fn deconv_update_args_adam(
 ///
 /// # Safety
 /// `config` must be `NULL` or point to a readable `deconv_config`; `out` must be `NULL` or valid
-/// for writing a pointer. Both `NULL` are errors. Free the layer with `deconv_layer_free`.
+/// for writing a pointer. A `NULL` in either is an error. Free the layer with `deconv_layer_free`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn deconv_layer_create(
     config: *const deconv_config,
@@ -1112,7 +1112,7 @@ pub unsafe extern "C" fn deconv_layer_create(
 ///
 /// # Safety
 /// `layer` must be `NULL` or a live handle; `out` must be `NULL` or valid for writing a pointer.
-/// Both `NULL` are errors.
+/// A `NULL` in either is an error.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn deconv_layer_clone(
     layer: *const deconv_layer,
@@ -1158,7 +1158,7 @@ pub unsafe extern "C" fn deconv_layer_free(layer: *mut deconv_layer) -> deconv_s
 ///
 /// # Safety
 /// `layer` must be `NULL` or a live handle; `config` must be `NULL` or valid for writing a
-/// `deconv_config`. Both `NULL` are errors.
+/// `deconv_config`. A `NULL` in either is an error.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn deconv_layer_config(
     layer: *const deconv_layer,
@@ -1179,7 +1179,7 @@ pub unsafe extern "C" fn deconv_layer_config(
 ///
 /// # Safety
 /// `layer` must be `NULL` or a live handle; `geometry` must be `NULL` or valid for writing a
-/// `deconv_geometry`. Both `NULL` are errors.
+/// `deconv_geometry`. A `NULL` in either is an error.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn deconv_layer_geometry(
     layer: *const deconv_layer,
@@ -1218,7 +1218,7 @@ pub unsafe extern "C" fn deconv_layer_geometry(
 ///
 /// # Safety
 /// `layer` must be `NULL` or a live handle; `backend` must be `NULL` or valid for writing an
-/// `int`. Both `NULL` are errors.
+/// `int`. A `NULL` in either is an error.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn deconv_layer_backend(
     layer: *const deconv_layer,
@@ -1240,7 +1240,7 @@ pub unsafe extern "C" fn deconv_layer_backend(
 ///
 /// # Safety
 /// `layer` must be `NULL` or a live handle; `scale` must be `NULL` or valid for writing a
-/// `float`. Both `NULL` are errors.
+/// `float`. A `NULL` in either is an error.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn deconv_layer_learning_rate_scale(
     layer: *const deconv_layer,
@@ -1280,7 +1280,7 @@ pub unsafe extern "C" fn deconv_layer_set_learning_rate_scale(
 ///
 /// # Safety
 /// `layer` must be `NULL` or a live handle; `step` must be `NULL` or valid for writing a
-/// `uint64_t`. Both `NULL` are errors.
+/// `uint64_t`. A `NULL` in either is an error.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn deconv_layer_adam_step(
     layer: *const deconv_layer,
@@ -1308,8 +1308,9 @@ pub unsafe extern "C" fn deconv_layer_adam_step(
 /// The pointer stays valid until `deconv_layer_resize`, `deconv_layer_denormalize` or
 /// `deconv_layer_free` on this layer; its contents change with forward, backward, update and
 /// writes through `deconv_layer_buffer_mut`/`deconv_layer_set`. Do not use it while another
-/// call on the layer runs. Errors: `DECONV_ERR_INVALID_STATE` for a batch-norm buffer of a
-/// layer without batch norm, or an Adam buffer of a layer without Adam.
+/// call on the layer runs. A buffer of 0 elements (Adam's scale moments without batch norm) has
+/// a non-`NULL` pointer that must not be read. Errors: `DECONV_ERR_INVALID_STATE` for a
+/// batch-norm buffer of a layer without batch norm, or an Adam buffer of a layer without Adam.
 ///
 /// # Safety
 /// `layer` must be `NULL` or a live handle; `data` and `len` must be `NULL` or valid for
@@ -1800,8 +1801,8 @@ pub unsafe extern "C" fn deconv_weights_header_default(
 ///
 /// # Safety
 /// `layer` must be `NULL` or a live handle; `path` must be `NULL` or a NUL-terminated string
-/// (bytes of a file name; UTF-8 outside Unix); both `NULL` are errors. `header` must be `NULL`
-/// or valid for writing a `deconv_weights_header`.
+/// (bytes of a file name; UTF-8 outside Unix); a `NULL` in either is an error. `header` must
+/// be `NULL` or valid for writing a `deconv_weights_header`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn deconv_layer_load_weights(
     layer: *mut deconv_layer,
@@ -1836,7 +1837,7 @@ pub unsafe extern "C" fn deconv_layer_load_weights(
 ///
 /// # Safety
 /// `layer` must be `NULL` or a live handle; `path` must be `NULL` or a NUL-terminated string;
-/// both `NULL` are errors. `header` must be `NULL` or point to a readable
+/// a `NULL` in either is an error. `header` must be `NULL` or point to a readable
 /// `deconv_weights_header`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn deconv_layer_save_weights(
@@ -1863,7 +1864,7 @@ pub unsafe extern "C" fn deconv_layer_save_weights(
 ///
 /// # Safety
 /// `layer` must be `NULL` or a live handle; `bytes` must be `NULL` or valid for writing a
-/// `size_t`; both `NULL` are errors. `header` must be `NULL` or point to a readable
+/// `size_t`; a `NULL` in either is an error. `header` must be `NULL` or point to a readable
 /// `deconv_weights_header`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn deconv_layer_weights_byte_len(
@@ -1895,7 +1896,7 @@ pub unsafe extern "C" fn deconv_layer_weights_byte_len(
 ///
 /// # Safety
 /// `layer` must be `NULL` or a live handle; `data` must be `NULL` or valid for writing `len`
-/// bytes; both `NULL` are errors. `header` must be `NULL` or point to a readable
+/// bytes; a `NULL` in either is an error. `header` must be `NULL` or point to a readable
 /// `deconv_weights_header`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn deconv_layer_write_weights(
@@ -1929,7 +1930,7 @@ pub unsafe extern "C" fn deconv_layer_write_weights(
 ///
 /// # Safety
 /// `layer` must be `NULL` or a live handle; `data` must be `NULL` or valid for reading `len`
-/// bytes; both `NULL` are errors. `header` must be `NULL` or valid for writing a
+/// bytes; a `NULL` in either is an error. `header` must be `NULL` or valid for writing a
 /// `deconv_weights_header`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn deconv_layer_read_weights(
@@ -1967,7 +1968,7 @@ pub unsafe extern "C" fn deconv_layer_read_weights(
 ///
 /// # Safety
 /// `cfg` must be `NULL` or a NUL-terminated string; `config` must be `NULL` or valid for
-/// writing a `deconv_config`. Both `NULL` are errors.
+/// writing a `deconv_config`. A `NULL` in either is an error.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn deconv_config_from_cfg(
     cfg: *const c_char,
@@ -2838,7 +2839,14 @@ mod tests {
 
     #[test]
     fn config_from_darknet_cfg() {
-        let text = c"[deconvolutional]\nbatch_normalize=1\nfilters=2\nsize=4\nstride=2\npad=1\nactivation=leaky\n";
+        let text = c"[deconvolutional]
+batch_normalize=1
+filters=2
+size=4
+stride=2
+pad=1
+activation=leaky
+";
         let mut cfg = config(1, 1, 1, 1, 1, 1);
         // SAFETY: (all calls) valid pointers.
         unsafe {
