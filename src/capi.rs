@@ -2604,6 +2604,51 @@ mod tests {
         free(layer);
     }
 
+    /// The header promises that buffer pointers survive forward, backward and update (only
+    /// resize, denormalize and free invalidate them): check it for every buffer.
+    #[test]
+    fn buffer_pointers_are_stable_across_calls() {
+        let mut cfg = config(2, 2, 3, 3, 2, 3);
+        cfg.batch_normalize = 1;
+        cfg.adam = 1;
+        let layer = create(&cfg);
+        let g = geometry(layer);
+        let pointers = || {
+            deconv_buffer::ALL.map(|b| {
+                let (mut data, mut len) = (null(), 0);
+                // SAFETY: valid pointers.
+                let st = unsafe { deconv_layer_buffer(layer, b as c_int, &mut data, &mut len) };
+                assert_eq!(st, DECONV_OK);
+                (data, len)
+            })
+        };
+        let before = pointers();
+        let x = vec![0.5f32; g.input_len];
+        let mut args = std::mem::MaybeUninit::uninit();
+        // SAFETY: (all calls) valid pointers and lengths.
+        unsafe {
+            assert_eq!(
+                deconv_layer_forward(layer, x.as_ptr(), x.len(), 0),
+                DECONV_OK
+            );
+            assert_eq!(
+                deconv_layer_backward(layer, x.as_ptr(), x.len(), null_mut(), 0),
+                DECONV_OK
+            );
+            assert_eq!(
+                deconv_update_args_adam(args.as_mut_ptr(), 0.01, 0.0, 2),
+                DECONV_OK
+            );
+            assert_eq!(deconv_layer_update(layer, args.as_ptr()), DECONV_OK);
+            assert_eq!(
+                deconv_layer_forward(layer, x.as_ptr(), x.len(), 1),
+                DECONV_OK
+            );
+        }
+        assert_eq!(pointers(), before);
+        free(layer);
+    }
+
     #[test]
     fn own_workspace_off() {
         let mut cfg = config(1, 2, 3, 3, 2, 3);
