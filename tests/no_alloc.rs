@@ -1,0 +1,142 @@
+//! The crate's own code allocates nothing in forward and backward once the layer is built and
+//! warmed up. Allocations inside GEMM calls are excluded: the matrixmultiply crate allocates its
+//! packing buffer on every call, which its API does not let us avoid (OpenBLAS keeps a buffer
+//! pool). The layer runs inside a rayon pool (`install`): called from outside a pool, rayon's
+//! job injector allocates a small block every 63 jobs it receives (rayon's internals). The
+//! first calls are a warm-up, because rayon's threads and queues allocate as they start. This
+//! binary holds a single test so that no other test allocates while it counts.
+
+use deconv::backend::{DefaultBackend, Gemm, MatMut, MatRef};
+use deconv::{Activation, Algorithm, DeconvConfig, DeconvLayer, Mode};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+static GEMM_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Set while this thread is inside a backend GEMM call.
+    static IN_GEMM: Cell<bool> = const { Cell::new(false) };
+}
+
+fn count() {
+    if !IN_GEMM.with(Cell::get) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The default backend, marking its calls so their allocations are not counted.
+#[derive(Default)]
+struct Marked(DefaultBackend);
+
+impl Gemm<f32> for Marked {
+    fn name(&self) -> &'static str {
+        "marked"
+    }
+    fn gemm(
+        &self,
+        alpha: f32,
+        a: MatRef<'_, f32>,
+        b: MatRef<'_, f32>,
+        beta: f32,
+        c: MatMut<'_, f32>,
+    ) -> deconv::Result<()> {
+        GEMM_CALLS.fetch_add(1, Ordering::Relaxed);
+        IN_GEMM.with(|f| f.set(true));
+        let result = self.0.gemm(alpha, a, b, beta, c);
+        IN_GEMM.with(|f| f.set(false));
+        result
+    }
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts them.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: same contract as ours, passed through.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours, passed through.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        // SAFETY: same contract as ours, passed through.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn forward_and_backward_do_not_allocate() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    pool.install(check);
+}
+
+fn check() {
+    for (config, name) in [
+        (
+            DeconvConfig::new(3, 8, 6, 5, 6, 4).stride(2).pad(1),
+            "columns",
+        ),
+        (
+            DeconvConfig::new(3, 8, 6, 5, 6, 4)
+                .stride(2)
+                .pad(1)
+                .algorithm(Algorithm::Phases),
+            "phases",
+        ),
+        (
+            DeconvConfig::new(1, 4, 6, 5, 4, 3).groups(2).dilation(2),
+            "batch 1, groups",
+        ),
+    ] {
+        for bn in [false, true] {
+            let config = config
+                .clone()
+                .batch_normalize(bn)
+                .activation(Activation::Leaky);
+            let g = config.geometry().unwrap();
+            let mut layer: DeconvLayer<f32, Marked> = DeconvLayer::new(&config).unwrap();
+            let input: Vec<f32> = (0..g.batch() * g.inputs())
+                .map(|i| (i % 7) as f32 - 3.0)
+                .collect();
+            let mut dx = vec![0.0f32; input.len()];
+            // Warm up: rayon's threads and queues settle in the first calls.
+            for _ in 0..3 {
+                layer.forward(&input, Mode::Train).unwrap();
+                layer.backward(&input, Some(&mut dx)).unwrap();
+                layer.forward(&input, Mode::Inference).unwrap();
+            }
+
+            let before = ALLOCATIONS.load(Ordering::SeqCst);
+            let calls = GEMM_CALLS.load(Ordering::SeqCst);
+            for mode in [Mode::Train, Mode::Inference, Mode::Train] {
+                layer.forward(&input, mode).unwrap();
+            }
+            layer.delta_mut().fill(0.5);
+            layer.backward(&input, Some(&mut dx)).unwrap();
+            layer.forward(&input, Mode::Train).unwrap();
+            layer.backward(&input, None).unwrap();
+            let after = ALLOCATIONS.load(Ordering::SeqCst);
+            assert_eq!(
+                after - before,
+                0,
+                "{name}, batch norm {bn}: allocations in forward/backward"
+            );
+            assert!(
+                GEMM_CALLS.load(Ordering::SeqCst) > calls,
+                "the GEMMs ran through the marker"
+            );
+        }
+    }
+}
