@@ -23,7 +23,7 @@
 mod shapes;
 
 use deconv::backend::{MatMut, MatRef, par_gemm};
-use deconv::{Algorithm, AnyBackend, DeconvLayer, Gemm, Mode};
+use deconv::{Algorithm, AnyBackend, DeconvLayer, Mode};
 use shapes::{SHAPES, Shape};
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -157,7 +157,7 @@ fn measure(shape: &Shape, backend: AnyBackend, o: &Options, peak: f64, rows: &mu
         g.batch() * g.groups(),
         reps,
     );
-    let name = Gemm::<f32>::name(&backend);
+    let name = backend.name();
     let mut push = |pass, secs: f64, flops: f64| {
         let gflops = flops / secs / 1e9;
         rows.push(Row {
@@ -200,7 +200,7 @@ fn main() -> Result<(), String> {
         for backend in AnyBackend::all() {
             let secs = raw_gemm(&backend, n, n, n, 1, 5.max(o.reps / 3));
             let peak = 2.0 * (n * n * n) as f64 / secs / 1e9;
-            peaks.push((Gemm::<f32>::name(&backend), peak));
+            peaks.push((backend.name(), peak));
         }
         // P: the machine's best large sgemm in this run, whichever backend gave it.
         let p = peaks.iter().map(|x| x.1).fold(0.0, f64::max);

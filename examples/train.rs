@@ -19,7 +19,7 @@
 //! levels off around 1e-3 with some spikes. The example exits with an error when the final loss
 //! is not below the first one, so it doubles as a smoke test.
 
-use deconv::{Activation, COMPILED_BACKENDS, DeconvConfig, DeconvLayer, Gemm, Mode, UpdateArgs};
+use deconv::{Activation, COMPILED_BACKENDS, DeconvConfig, DeconvLayer, Mode, UpdateArgs};
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal, Uniform};
@@ -196,7 +196,7 @@ fn main() -> Result<(), Failure> {
     );
     println!(
         "backend:   {} (compiled in: {})",
-        Gemm::<f32>::name(student.backend()),
+        student.backend().name(),
         COMPILED_BACKENDS.join(", ")
     );
     println!("threads:   {} (rayon)", rayon::current_num_threads());

@@ -364,8 +364,10 @@ impl Geometry {
         /// Elements of the weights, laid out `[in_channels][filters / groups][kh][kw]`
         /// (Darknet `nweights`).
         weight_count: usize,
-        /// Workspace elements the layer needs: one group's column matrix,
-        /// `(filters / groups) * kh * kw * h * w` (Darknet: `h*w*size*size*n` floats).
+        /// Elements of one group's column matrix, `(filters / groups) * kh * kw * h * w`
+        /// (Darknet's workspace: `h*w*size*size*n` floats). This is the column algorithm's and
+        /// backward's need; allocate [`DeconvLayer::workspace_size`](crate::DeconvLayer::workspace_size),
+        /// which also covers the forward algorithm the layer chose.
         workspace_size: usize,
     }
 

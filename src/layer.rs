@@ -144,6 +144,9 @@ impl<T: Element> Moments<T> {
 ///   gradient. [`update`](Self::update) scales them by the momentum; zero them yourself to start over.
 /// - [`backward`](Self::backward) consumes `delta` (turns it in place into the gradient at the
 ///   pre-activation output) and the forward pass it follows.
+/// - The buffers behind the accessors (`weights`, `output`, `delta`, ...) keep their addresses
+///   across forward, backward and update; only [`resize`](Self::resize) and
+///   [`denormalize`](Self::denormalize) reallocate or drop them.
 ///
 /// # Example
 /// ```
@@ -381,6 +384,23 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
     /// Adam steps taken so far (Darknet `t`), `None` without Adam buffers.
     pub fn adam_step(&self) -> Option<u64> {
         self.adam.as_ref().map(|a| a.step)
+    }
+
+    /// Sets Adam's step count (to restore an optimizer state with
+    /// [`adam_moments_mut`](Self::adam_moments_mut)).
+    ///
+    /// # Errors
+    /// [`Error::InvalidState`] when the layer has no Adam buffers.
+    pub fn set_adam_step(&mut self, step: u64) -> Result<()> {
+        match &mut self.adam {
+            Some(a) => {
+                a.step = step;
+                Ok(())
+            }
+            None => Err(Error::InvalidState(
+                "the layer has no Adam buffers: build it with DeconvConfig::adam(true)".into(),
+            )),
+        }
     }
 
     buffers! {

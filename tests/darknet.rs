@@ -161,6 +161,20 @@ fn adam_update_has_bias_correction() {
         assert_eq!(layer.adam_step(), Some(t as u64));
         let (lm, lv) = layer.adam_moments(deconv::Params::Weights).unwrap();
         assert!((lm[0] - m).abs() < 1e-15 && (lv[0] - v).abs() < 1e-15);
+        // A layer restored from (weights, moments, step) continues identically.
+        let mut restored: DeconvLayer<f64> = DeconvLayer::new(&config).unwrap();
+        restored.weights_mut().copy_from_slice(layer.weights());
+        let (rm, rv) = restored.adam_moments_mut(deconv::Params::Weights).unwrap();
+        rm[0] = m;
+        rv[0] = v;
+        restored.set_adam_step(t as u64).unwrap();
+        restored.weight_updates_mut()[0] = 0.1;
+        layer.weight_updates_mut()[0] = 0.1;
+        let mut copy = layer.clone();
+        copy.update(&args).unwrap();
+        restored.update(&args).unwrap();
+        assert_eq!(copy.weights()[0], restored.weights()[0]);
+        layer.weight_updates_mut()[0] = 0.0;
     }
 }
 

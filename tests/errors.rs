@@ -226,6 +226,10 @@ fn calls_in_the_wrong_state_are_errors() {
 
     let mut plain: DeconvLayer<f32> = DeconvLayer::new(&base()).unwrap();
     assert!(matches!(plain.denormalize(), Err(Error::InvalidState(_))));
+    assert!(matches!(
+        plain.set_adam_step(3),
+        Err(Error::InvalidState(_))
+    ));
 
     let mut external: DeconvLayer<f32> = DeconvLayer::new(&base().own_workspace(false)).unwrap();
     let err = external.forward(&input, Mode::Train).unwrap_err();

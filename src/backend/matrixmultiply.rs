@@ -8,6 +8,13 @@ use crate::error::Result;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MatrixMultiply;
 
+impl MatrixMultiply {
+    /// `"matrixmultiply"` (also [`Gemm::name`], for every element type).
+    pub fn name(&self) -> &'static str {
+        "matrixmultiply"
+    }
+}
+
 /// Row and column strides of `op(m)`.
 fn strides<T>(m: &MatRef<'_, T>) -> (isize, isize) {
     // Slices never exceed isize::MAX bytes, so an in-bounds leading dimension fits isize.
@@ -22,7 +29,7 @@ macro_rules! impl_gemm {
     ($t:ty, $f:path) => {
         impl Gemm<$t> for MatrixMultiply {
             fn name(&self) -> &'static str {
-                "matrixmultiply"
+                MatrixMultiply::name(self)
             }
 
             fn gemm(

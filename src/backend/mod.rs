@@ -58,6 +58,16 @@ pub enum AnyBackend {
 }
 
 impl AnyBackend {
+    /// The backend's name (`"matrixmultiply"` or `"openblas"`), the same for every element type.
+    pub fn name(&self) -> &'static str {
+        match self {
+            #[cfg(feature = "matrixmultiply")]
+            AnyBackend::MatrixMultiply => MatrixMultiply.name(),
+            #[cfg(feature = "openblas")]
+            AnyBackend::OpenBlas => OpenBlas.name(),
+        }
+    }
+
     /// The backend named `name` (`"matrixmultiply"` or `"openblas"`), if compiled in.
     ///
     /// # Errors
@@ -100,12 +110,7 @@ macro_rules! impl_any {
     ($t:ty) => {
         impl Gemm<$t> for AnyBackend {
             fn name(&self) -> &'static str {
-                match self {
-                    #[cfg(feature = "matrixmultiply")]
-                    AnyBackend::MatrixMultiply => Gemm::<$t>::name(&MatrixMultiply),
-                    #[cfg(feature = "openblas")]
-                    AnyBackend::OpenBlas => Gemm::<$t>::name(&OpenBlas),
-                }
+                AnyBackend::name(self)
             }
             fn gemm(
                 &self,
@@ -523,10 +528,7 @@ mod tests {
         let all = AnyBackend::all();
         assert_eq!(all.len(), COMPILED_BACKENDS.len());
         for backend in all {
-            assert_eq!(
-                AnyBackend::from_name(Gemm::<f32>::name(&backend)),
-                Ok(backend)
-            );
+            assert_eq!(AnyBackend::from_name(backend.name()), Ok(backend));
             check_backend::<f32, _>(&backend);
             check_backend::<f64, _>(&backend);
         }

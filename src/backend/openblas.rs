@@ -20,6 +20,13 @@ static SINGLE_THREADED: Once = Once::new();
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OpenBlas;
 
+impl OpenBlas {
+    /// `"openblas"` (also [`Gemm::name`], for every element type).
+    pub fn name(&self) -> &'static str {
+        "openblas"
+    }
+}
+
 fn to_i32(x: usize) -> Result<i32> {
     i32::try_from(x).map_err(|_| Error::Overflow {
         what: "a GEMM dimension for OpenBLAS (limit i32::MAX)",
@@ -37,7 +44,7 @@ macro_rules! impl_gemm {
     ($t:ty, $f:path) => {
         impl Gemm<$t> for OpenBlas {
             fn name(&self) -> &'static str {
-                "openblas"
+                OpenBlas::name(self)
             }
 
             fn gemm(
