@@ -1102,6 +1102,31 @@ impl<W: Write> WeightsWriter<W> {
 /// Loads a `.weights` stream holding exactly one layer (header, the layer, nothing after) into
 /// `layer`; returns the header. Sizes come from the layer, never from the file.
 ///
+/// # Example
+/// ```
+/// use deconv::darknet::{read_weights, write_weights, LoadOptions, WeightsHeader};
+/// use deconv::{DeconvConfig, DeconvLayer};
+///
+/// let config = DeconvConfig::new(1, 2, 4, 4, 3, 2).batch_normalize(true);
+/// let saved: DeconvLayer<f32> = DeconvLayer::new(&config.clone().seed(5))?;
+/// let mut file = Vec::new();
+/// write_weights(&saved, &mut file, &WeightsHeader::new(10))?;
+/// // 20-byte header, then 4 x 3 biases/scales/means/variances and 2 * 3 * 2 * 2 weights.
+/// assert_eq!(file.len(), 20 + 4 * (4 * 3 + 24));
+///
+/// let mut layer: DeconvLayer<f64> = DeconvLayer::new(&config)?; // f32 in the file, f64 here
+/// let header = read_weights(&mut layer, &file[..], &LoadOptions::new())?;
+/// assert_eq!(header, WeightsHeader::new(10));
+/// assert_eq!(layer.weights()[0], f64::from(saved.weights()[0]));
+///
+/// // One float short: an error saying so, and the layer is unchanged.
+/// let before = layer.weights().to_vec();
+/// let err = read_weights(&mut layer, &file[..file.len() - 4], &LoadOptions::new()).unwrap_err();
+/// assert!(err.to_string().starts_with("weights file ends after 160 bytes; expected 164 bytes"));
+/// assert_eq!(layer.weights(), &before[..]);
+/// # Ok::<(), deconv::Error>(())
+/// ```
+///
 /// # Errors
 /// [`Error::Truncated`] (which says the bytes expected and found, the layer's shape and where
 /// the data stops), [`Error::TrailingBytes`], [`Error::NonFinite`] (when
@@ -1139,6 +1164,23 @@ pub fn write_weights<T: Element, B: Gemm<T>>(
 }
 
 /// [`read_weights`] from the file at `path`.
+///
+/// # Example
+/// ```
+/// use deconv::darknet::{load_weights, save_weights, LoadOptions, WeightsHeader};
+/// use deconv::{DeconvConfig, DeconvLayer};
+///
+/// let config = DeconvConfig::new(1, 3, 4, 4, 2, 4).stride(2).pad(1);
+/// let saved: DeconvLayer<f32> = DeconvLayer::new(&config.clone().seed(3))?;
+/// let path = std::env::temp_dir().join(format!("deconv-doc-{}.weights", std::process::id()));
+/// save_weights(&saved, &path, &WeightsHeader::new(0))?;
+///
+/// let mut layer: DeconvLayer<f32> = DeconvLayer::new(&config)?;
+/// load_weights(&mut layer, &path, &LoadOptions::new().reject_non_finite(true))?;
+/// assert_eq!(layer.weights(), saved.weights());
+/// # std::fs::remove_file(&path).unwrap();
+/// # Ok::<(), deconv::Error>(())
+/// ```
 ///
 /// # Errors
 /// As [`read_weights`], and [`Error::Io`] when the file cannot be opened.
