@@ -207,7 +207,11 @@ impl<T: Element> Plan<T> {
             Algorithm::Columns => Plan::Columns,
             Algorithm::Phases => phases().ok_or_else(|| Error::InvalidParameter {
                 param: "algorithm",
-                reason: "the phase decomposition needs dilation 1".into(),
+                reason: format!(
+                    "the phase decomposition needs dilation 1 and at most {} phases \
+                     (stride_h * stride_w), no more than output pixels",
+                    crate::phase::MAX_PHASES
+                ),
             })?,
             Algorithm::Auto => {
                 // Phases pay where col2im would add overlapping taps or leave holes, provided

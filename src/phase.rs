@@ -21,6 +21,9 @@ use crate::error::Result;
 use rayon::prelude::*;
 use std::ops::Range;
 
+/// Most phases a plan takes on (`stride_h * stride_w`).
+pub(crate) const MAX_PHASES: usize = 4096;
+
 /// One axis of the decomposition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Axis {
@@ -121,9 +124,12 @@ pub(crate) struct PhasePlan {
 }
 
 impl PhasePlan {
-    /// The plan, or `None` where the decomposition does not apply (dilation > 1).
+    /// The plan, or `None` where the decomposition does not apply: dilation > 1, or more
+    /// phases (`stride_h * stride_w`) than [`MAX_PHASES`] or than output pixels (a plan is
+    /// built phase by phase, so a huge stride would cost time and memory for nothing).
     pub(crate) fn new(g: &Geometry) -> Option<PhasePlan> {
-        if g.dilation() != [1, 1] {
+        let phases = g.stride()[0].checked_mul(g.stride()[1])?;
+        if g.dilation() != [1, 1] || phases > MAX_PHASES || phases > g.out_area() {
             return None;
         }
         let y = Axis::new(

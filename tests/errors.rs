@@ -284,3 +284,23 @@ fn invalid_resize_leaves_the_layer_unchanged() {
     assert_eq!(*layer.geometry(), before);
     assert_eq!(layer.output().len(), before.batch() * before.outputs());
 }
+
+#[test]
+fn huge_stride_on_a_tiny_input_builds_quickly() {
+    // From fuzzing the cfg parser: the output is 1x1 whatever the stride, and building the
+    // layer must not plan stride^2 phases.
+    let config = DeconvConfig::new(1, 1, 1, 1, 1, 1).stride(47_483_648);
+    let mut layer: DeconvLayer<f32> = DeconvLayer::new(&config).unwrap();
+    assert_eq!(layer.forward(&[2.0], Mode::Inference).unwrap().len(), 1);
+    let err = DeconvLayer::<f32>::new(&config.algorithm(deconv::Algorithm::Phases)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidParameter {
+                param: "algorithm",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

@@ -7,8 +7,8 @@
 //!
 //! | backend | cargo feature | needs installed |
 //! |---|---|---|
-//! | [`MatrixMultiply`] | `matrixmultiply` (default) | nothing (pure Rust) |
-//! | [`OpenBlas`] | `openblas` | the system OpenBLAS (`apt-get install libopenblas-dev`) |
+//! | `MatrixMultiply` | `matrixmultiply` (default) | nothing (pure Rust) |
+//! | `OpenBlas` | `openblas` | the system OpenBLAS (`apt-get install libopenblas-dev`) |
 //!
 //! [`DefaultBackend`] is OpenBLAS when that feature is on, else matrixmultiply. To pick one
 //! explicitly, name it as the layer's backend type, e.g. `DeconvLayer::<f32, MatrixMultiply>`.
