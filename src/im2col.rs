@@ -119,10 +119,13 @@ pub(crate) fn col2im_then<T: Element>(
 
 /// One channel of [`col2im`]: `col` is its `kh*kw x h*w` matrix, `plane` its `out_h x out_w`.
 fn col2im_plane<T: Element>(col: &[T], window: &Window, plane: &mut [T]) {
+    if window.stride[1] > 1 {
+        return col2im_plane_by_phase(col, window, plane);
+    }
     let [kh, kw] = window.kernel;
     let [h, w] = window.small;
     let out_w = window.big[1];
-    let [sh, sw] = window.stride;
+    let sh = window.stride[0];
     plane.fill(T::zero());
     for ki in 0..kh {
         let (rows, y0) = window.valid(0, ki);
@@ -134,16 +137,64 @@ fn col2im_plane<T: Element>(col: &[T], window: &Window, plane: &mut [T]) {
             let tap = &col[(ki * kw + kj) * h * w..][..h * w];
             for (n, iy) in rows.clone().enumerate() {
                 let src = &tap[iy * w + xs.start..iy * w + xs.end];
-                let dst = &mut plane[(y0 + n * sh) * out_w..][..out_w];
-                if sw == 1 {
-                    let dst = &mut dst[x0..x0 + src.len()];
-                    for (d, &s) in dst.iter_mut().zip(src) {
-                        *d += s;
+                let dst = &mut plane[(y0 + n * sh) * out_w + x0..][..src.len()];
+                for (d, &s) in dst.iter_mut().zip(src) {
+                    *d += s;
+                }
+            }
+        }
+    }
+}
+
+/// [`col2im_plane`] for a horizontal stride `sw > 1`, as a gather: the pixels of an output row
+/// with the same `(x + pad) mod sw` (a phase) see the same taps, each a contiguous run of a
+/// column row, so their sums build up in a small contiguous buffer with vectorizable adds and
+/// every output pixel is stored once (a scatter-add would touch every `sw`-th pixel per tap).
+fn col2im_plane_by_phase<T: Element>(col: &[T], window: &Window, plane: &mut [T]) {
+    const BLOCK: usize = 256;
+    let [kh, kw] = window.kernel;
+    let [h, w] = window.small;
+    let [out_h, out_w] = window.big;
+    let [sh, sw] = window.stride;
+    let [ph, pw] = window.pad;
+    let [dh, dw] = window.dilation;
+    let mut acc = [T::zero(); BLOCK];
+    for (y, row) in plane.chunks_mut(out_w).take(out_h).enumerate() {
+        for rx in 0..sw {
+            // First output x of this phase, and how many there are.
+            let x_first = (rx + sw - pw % sw) % sw;
+            if x_first >= out_w {
+                continue;
+            }
+            let nx = (out_w - x_first).div_ceil(sw);
+            for jb in (0..nx).step_by(BLOCK) {
+                let len = BLOCK.min(nx - jb);
+                acc[..len].fill(T::zero());
+                for ki in 0..kh {
+                    // y = iy * sh + ki * dh - ph
+                    let t = (y + ph) as isize - (ki * dh) as isize;
+                    if t < 0 || t as usize % sh != 0 || t as usize / sh >= h {
+                        continue;
                     }
-                } else {
-                    for (d, &s) in dst[x0..].iter_mut().step_by(sw).zip(src) {
-                        *d += s;
+                    let iy = t as usize / sh;
+                    for kj in (0..kw).filter(|kj| kj * dw % sw == rx) {
+                        // ix = off + j for the j-th pixel of the phase (exact division).
+                        let off = ((x_first + pw) as isize - (kj * dw) as isize) / sw as isize;
+                        let j_lo = jb.max((-off).max(0) as usize);
+                        let j_hi = (jb + len).min((w as isize - off).max(0) as usize);
+                        if j_lo >= j_hi {
+                            continue;
+                        }
+                        let start = (off + j_lo as isize) as usize;
+                        let src = &col[(ki * kw + kj) * h * w + iy * w + start..][..j_hi - j_lo];
+                        for (a, &s) in acc[j_lo - jb..j_hi - jb].iter_mut().zip(src) {
+                            *a += s;
+                        }
                     }
+                }
+                let dst = row[x_first + jb * sw..].iter_mut().step_by(sw);
+                for (d, &a) in dst.zip(&acc[..len]) {
+                    *d = a;
                 }
             }
         }

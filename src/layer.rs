@@ -183,6 +183,8 @@ pub struct DeconvLayer<T: Element = f32, B: Gemm<T> = DefaultBackend> {
 
 /// Fewest GEMM rows per phase class for [`Algorithm::Auto`] to choose the phase decomposition.
 const MIN_PHASE_GEMM_ROWS: usize = 256;
+/// Most input channels per group for [`Algorithm::Auto`] to choose the phase decomposition.
+const MAX_PHASE_GROUP_IN: usize = 64;
 
 /// How the forward pass runs, chosen once per geometry ([`Algorithm`]).
 #[derive(Debug, Clone)]
@@ -209,19 +211,24 @@ impl<T: Element> Plan<T> {
                 param: "algorithm",
                 reason: format!(
                     "the phase decomposition needs dilation 1 and at most {} phases \
-                     (stride_h * stride_w), no more than output pixels",
+                     (stride_h * stride_w)",
                     crate::phase::MAX_PHASES
                 ),
             })?,
             Algorithm::Auto => {
-                // Phases pay where col2im would add overlapping taps or leave holes, provided
-                // each class GEMM is tall enough to amortize packing its input (measured on
-                // the benchmark shapes: S3 gains, S4's 32-row classes lose). Where the kernel
-                // tiles the output exactly (kernel == stride, no pad), col2im is a plain copy.
+                // Phases replace col2im, whose cost relative to the GEMM is about
+                // 1 / (2 * in_channels per group): they pay for few input channels (S3: 21),
+                // provided each class GEMM is tall enough to amortize packing its input (S4's
+                // 32-row classes lose). With many channels (S1: 256) the GEMM on the phase grid,
+                // a little larger than the input, costs more than col2im saves. Where the
+                // kernel tiles the output (kernel == stride, no pad), col2im is a plain copy.
+                // Measured with `examples/perf.rs --algorithm columns|phases`.
                 let tiles = (0..2).all(|a| g.kernel()[a] == g.stride()[a] && g.pad()[a] == 0);
                 match phases() {
                     Some(Plan::Phases { plan, packed })
-                        if !tiles && plan.min_gemm_rows() >= MIN_PHASE_GEMM_ROWS =>
+                        if !tiles
+                            && g.group_in() <= MAX_PHASE_GROUP_IN
+                            && plan.min_gemm_rows() >= MIN_PHASE_GEMM_ROWS =>
                     {
                         Plan::Phases { plan, packed }
                     }

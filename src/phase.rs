@@ -125,11 +125,11 @@ pub(crate) struct PhasePlan {
 
 impl PhasePlan {
     /// The plan, or `None` where the decomposition does not apply: dilation > 1, or more
-    /// phases (`stride_h * stride_w`) than [`MAX_PHASES`] or than output pixels (a plan is
-    /// built phase by phase, so a huge stride would cost time and memory for nothing).
+    /// phases (`stride_h * stride_w`) than [`MAX_PHASES`] (a plan is built phase by phase, so
+    /// a huge stride would cost time and memory for nothing).
     pub(crate) fn new(g: &Geometry) -> Option<PhasePlan> {
         let phases = g.stride()[0].checked_mul(g.stride()[1])?;
-        if g.dilation() != [1, 1] || phases > MAX_PHASES || phases > g.out_area() {
+        if g.dilation() != [1, 1] || phases > MAX_PHASES {
             return None;
         }
         let y = Axis::new(
