@@ -173,7 +173,7 @@ fn col2im_plane_by_phase<T: Element>(col: &[T], window: &Window, plane: &mut [T]
                 for ki in 0..kh {
                     // y = iy * sh + ki * dh - ph
                     let t = (y + ph) as isize - (ki * dh) as isize;
-                    if t < 0 || t as usize % sh != 0 || t as usize / sh >= h {
+                    if t < 0 || !(t as usize).is_multiple_of(sh) || t as usize / sh >= h {
                         continue;
                     }
                     let iy = t as usize / sh;
