@@ -106,6 +106,9 @@ struct Class {
     phases: Vec<[usize; 2]>,
     /// Offset of this class's `A` inside one group's packed weights.
     a_offset: usize,
+    /// For each vertical phase `ry`: this class's phases in it, as `(index in phases, first
+    /// output x, q_x range)`, so the store loop does no division or search per row.
+    by_row: Vec<Vec<(usize, usize, Range<usize>)>>,
 }
 
 /// The phase plan of a layer (dilation 1 on both axes).
@@ -157,12 +160,30 @@ impl PhasePlan {
                         taps,
                         phases: vec![[ry, rx]],
                         a_offset: 0,
+                        by_row: Vec::new(),
                     }),
                 }
             }
         }
         let mut offset = 0;
         for c in &mut classes {
+            c.by_row = (0..y.stride)
+                .map(|ry| {
+                    let in_row = c.phases.iter().enumerate().filter(|(_, ph)| ph[0] == ry);
+                    in_row
+                        .map(|(p, &[_, rx])| {
+                            let xs = x.q_range(rx);
+                            let first = if xs.is_empty() {
+                                0
+                            } else {
+                                x.out_index(xs.start, rx)
+                            };
+                            (p, first, xs)
+                        })
+                        .filter(|(_, _, xs)| !xs.is_empty())
+                        .collect()
+                })
+                .collect();
             c.a_offset = offset;
             offset += c.phases.len() * ng * c.taps[0] * c.taps[1] * cg;
         }
@@ -325,16 +346,24 @@ impl PhasePlan {
                         Some((biases, act)) => (biases[grp * ng + n], act),
                         None => (T::zero(), Activation::Linear),
                     };
-                    for (p, &[ry, rx]) in class.phases.iter().enumerate() {
-                        let zrow = &z[(p * ng + n) * n_grid..][..n_grid];
-                        let xs = xa.q_range(rx);
-                        for qy in y.q_range(ry) {
-                            let oy = y.out_index(qy, ry);
-                            let line = &mut plane[oy * xa.out..][..xa.out];
-                            let zl = &zrow[(qy - y.q_lo) * xa.q_len..][..xa.q_len];
-                            for qx in xs.clone() {
-                                let v = if k > 0 { zl[qx - xa.q_lo] } else { T::zero() };
-                                line[xa.out_index(qx, rx)] = act.activate(v + bias);
+                    // Row by row, so each output row is finished while it is in cache (phase
+                    // by phase would sweep the whole plane once per phase).
+                    for (oy, line) in plane.chunks_mut(xa.out).enumerate() {
+                        let ry = (oy + y.pad) % y.stride;
+                        let qy = (oy + y.pad) / y.stride;
+                        for (p, first, xs) in &class.by_row[ry] {
+                            let dst = line[*first..].iter_mut().step_by(xa.stride);
+                            if k == 0 {
+                                let v = act.activate(bias);
+                                dst.take(xs.len()).for_each(|d| *d = v);
+                                continue;
+                            }
+                            let zl = &z[(p * ng + n) * n_grid + (qy - y.q_lo) * xa.q_len..];
+                            let src = &zl[xs.start - xa.q_lo..xs.end - xa.q_lo];
+                            if act == Activation::Linear {
+                                dst.zip(src).for_each(|(d, &v)| *d = v + bias);
+                            } else {
+                                dst.zip(src).for_each(|(d, &v)| *d = act.activate(v + bias));
                             }
                         }
                     }
