@@ -242,6 +242,31 @@ fn main() -> Result<(), String> {
     }
     let p = peaks.iter().map(|x| x.1).fold(0.0, f64::max);
     writeln!(head, "P = {p:.1} GFLOP/s (the best of these)").unwrap();
+    for s in SHAPES
+        .iter()
+        .filter(|s| o.shapes.iter().any(|id| id == s.id))
+    {
+        let config = s.config().algorithm(o.algorithm);
+        let layer = DeconvLayer::<f32, AnyBackend>::new(&config).map_err(|e| e.to_string())?;
+        writeln!(
+            head,
+            "{}: batch {}, {} -> {} channels, {}x{}, kernel {}, stride {}, pad {}, {}{}; forward algorithm {:?}; workspace {} floats per image slot",
+            s.id,
+            s.batch,
+            s.in_channels,
+            s.filters,
+            s.in_hw,
+            s.in_hw,
+            s.kernel,
+            s.stride,
+            s.pad,
+            if s.batch_normalize { "batch norm, " } else { "bias, " },
+            s.activation,
+            layer.algorithm(),
+            layer.workspace_size(),
+        )
+        .unwrap();
+    }
     print!("{head}");
     print!("\n{}", table(&rows, o.markdown));
 

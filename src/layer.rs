@@ -358,6 +358,15 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
     pub fn config(&self) -> &DeconvConfig {
         &self.config
     }
+    /// The forward algorithm the layer uses ([`Algorithm::Columns`] or [`Algorithm::Phases`];
+    /// [`Algorithm::Auto`] is resolved when the layer is built or resized).
+    pub fn algorithm(&self) -> Algorithm {
+        match self.plan {
+            Plan::Columns => Algorithm::Columns,
+            Plan::Phases { .. } => Algorithm::Phases,
+        }
+    }
+
     /// The layer's sizes.
     pub fn geometry(&self) -> &Geometry {
         &self.geometry

@@ -263,7 +263,8 @@ fn phases_need_dilation_one() {
         "{err}"
     );
     // Auto falls back to columns.
-    DeconvLayer::<f32>::new(&base().dilation(2)).unwrap();
+    let layer = DeconvLayer::<f32>::new(&base().dilation(2)).unwrap();
+    assert_eq!(layer.algorithm(), deconv::Algorithm::Columns);
 }
 
 #[test]
