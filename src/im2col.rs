@@ -12,6 +12,7 @@
 
 use crate::element::Element;
 use crate::error::{Result, check_len, mul};
+use crate::simd::multiversion;
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -120,6 +121,7 @@ pub(crate) fn col2im_then<T: Element>(
 /// Shortest run of same-phase output pixels per row for which col2im gathers by phase.
 const MIN_GATHER_RUN: usize = 32;
 
+multiversion! {
 /// One channel of [`col2im`]: `col` is its `kh*kw x h*w` matrix, `plane` its `out_h x out_w`.
 fn col2im_plane<T: Element>(col: &[T], window: &Window, plane: &mut [T]) {
     // The gather pays on long rows (S4: 64 pixels per phase, 6% faster); on short ones its
@@ -150,21 +152,40 @@ fn col2im_plane<T: Element>(col: &[T], window: &Window, plane: &mut [T]) {
         }
     }
 }
+}
 
 /// [`col2im_plane`] for a horizontal stride `sw > 1`, as a gather: the pixels of an output row
 /// with the same `(x + pad) mod sw` (a phase) see the same taps, each a contiguous run of a
 /// column row, so their sums build up in a small contiguous buffer with vectorizable adds and
 /// every output pixel is stored once (a scatter-add would touch every `sw`-th pixel per tap).
+#[inline(always)]
 fn col2im_plane_by_phase<T: Element>(col: &[T], window: &Window, plane: &mut [T]) {
-    const BLOCK: usize = 256;
-    let [kh, kw] = window.kernel;
-    let [h, w] = window.small;
     let [out_h, out_w] = window.big;
-    let [sh, sw] = window.stride;
-    let [ph, pw] = window.pad;
-    let [dh, dw] = window.dilation;
-    let mut acc = [T::zero(); BLOCK];
+    let sw = window.stride[1];
+    let pw = window.pad[1];
+    let mut acc = [[T::zero(); GATHER_BLOCK]; 2];
     for (y, row) in plane.chunks_mut(out_w).take(out_h).enumerate() {
+        if sw == 2 {
+            // Both phases of a block at once, stored interleaved (vectorizes as a shuffle).
+            let n_even = out_w.div_ceil(2);
+            for jb in (0..n_even).step_by(GATHER_BLOCK) {
+                let len = GATHER_BLOCK.min(n_even - jb);
+                for (x0, acc) in acc.iter_mut().enumerate() {
+                    // Output x = 2 * j + x0 has phase (x0 + pad) mod 2.
+                    phase_sums(col, window, y, (x0 + pw) % 2, x0, jb, &mut acc[..len]);
+                }
+                let seg = &mut row[2 * jb..(2 * (jb + len)).min(out_w)];
+                let mut pairs = seg.chunks_exact_mut(2);
+                for (pair, (&a, &b)) in (&mut pairs).zip(acc[0].iter().zip(&acc[1])) {
+                    pair[0] = a;
+                    pair[1] = b;
+                }
+                if let [last] = pairs.into_remainder() {
+                    *last = acc[0][len - 1];
+                }
+            }
+            continue;
+        }
         for rx in 0..sw {
             // First output x of this phase, and how many there are.
             let x_first = (rx + sw - pw % sw) % sw;
@@ -172,35 +193,59 @@ fn col2im_plane_by_phase<T: Element>(col: &[T], window: &Window, plane: &mut [T]
                 continue;
             }
             let nx = (out_w - x_first).div_ceil(sw);
-            for jb in (0..nx).step_by(BLOCK) {
-                let len = BLOCK.min(nx - jb);
-                acc[..len].fill(T::zero());
-                for ki in 0..kh {
-                    // y = iy * sh + ki * dh - ph
-                    let t = (y + ph) as isize - (ki * dh) as isize;
-                    if t < 0 || !(t as usize).is_multiple_of(sh) || t as usize / sh >= h {
-                        continue;
-                    }
-                    let iy = t as usize / sh;
-                    for kj in (0..kw).filter(|kj| kj * dw % sw == rx) {
-                        // ix = off + j for the j-th pixel of the phase (exact division).
-                        let off = ((x_first + pw) as isize - (kj * dw) as isize) / sw as isize;
-                        let j_lo = jb.max((-off).max(0) as usize);
-                        let j_hi = (jb + len).min((w as isize - off).max(0) as usize);
-                        if j_lo >= j_hi {
-                            continue;
-                        }
-                        let start = (off + j_lo as isize) as usize;
-                        let src = &col[(ki * kw + kj) * h * w + iy * w + start..][..j_hi - j_lo];
-                        for (a, &s) in acc[j_lo - jb..j_hi - jb].iter_mut().zip(src) {
-                            *a += s;
-                        }
-                    }
-                }
+            for jb in (0..nx).step_by(GATHER_BLOCK) {
+                let len = GATHER_BLOCK.min(nx - jb);
+                phase_sums(col, window, y, rx, x_first, jb, &mut acc[0][..len]);
                 let dst = row[x_first + jb * sw..].iter_mut().step_by(sw);
-                for (d, &a) in dst.zip(&acc[..len]) {
+                for (d, &a) in dst.zip(&acc[0][..len]) {
                     *d = a;
                 }
+            }
+        }
+    }
+}
+
+/// Pixels per block of [`col2im_plane_by_phase`]'s sums (on the stack).
+const GATHER_BLOCK: usize = 256;
+
+/// Writes into `acc` the col2im sums of output row `y`, phase `rx` (first pixel `x_first`),
+/// for that phase's pixels `jb .. jb + acc.len()`.
+#[inline(always)]
+fn phase_sums<T: Element>(
+    col: &[T],
+    window: &Window,
+    y: usize,
+    rx: usize,
+    x_first: usize,
+    jb: usize,
+    acc: &mut [T],
+) {
+    let len = acc.len();
+    let [kh, kw] = window.kernel;
+    let [h, w] = window.small;
+    let [sh, sw] = window.stride;
+    let [ph, pw] = window.pad;
+    let [dh, dw] = window.dilation;
+    acc.fill(T::zero());
+    for ki in 0..kh {
+        // y = iy * sh + ki * dh - ph
+        let t = (y + ph) as isize - (ki * dh) as isize;
+        if t < 0 || !(t as usize).is_multiple_of(sh) || t as usize / sh >= h {
+            continue;
+        }
+        let iy = t as usize / sh;
+        for kj in (0..kw).filter(|kj| kj * dw % sw == rx) {
+            // ix = off + j for the j-th pixel of the phase (exact division).
+            let off = ((x_first + pw) as isize - (kj * dw) as isize) / sw as isize;
+            let j_lo = jb.max((-off).max(0) as usize);
+            let j_hi = (jb + len).min((w as isize - off).max(0) as usize);
+            if j_lo >= j_hi {
+                continue;
+            }
+            let start = (off + j_lo as isize) as usize;
+            let src = &col[(ki * kw + kj) * h * w + iy * w + start..][..j_hi - j_lo];
+            for (a, &s) in acc[j_lo - jb..j_hi - jb].iter_mut().zip(src) {
+                *a += s;
             }
         }
     }
@@ -295,7 +340,7 @@ mod tests {
     fn windows() -> Vec<Window> {
         let mut v = Vec::new();
         for kernel in [[1, 1], [3, 3], [2, 4], [4, 1]] {
-            for stride in [[1, 1], [2, 3], [5, 5]] {
+            for stride in [[1, 1], [2, 3], [5, 5], [3, 2]] {
                 for pad in [[0, 0], [1, 2], [3, 0]] {
                     for dilation in [[1, 1], [2, 1], [1, 3]] {
                         // [2, 70]: rows long enough for col2im's per-phase gather.
@@ -380,6 +425,13 @@ mod tests {
             .collect();
         assert!(runs.iter().any(|&r| r >= MIN_GATHER_RUN));
         assert!(runs.iter().any(|&r| r < MIN_GATHER_RUN));
+        // The stride-2 interleaved store, with even and odd row lengths.
+        let wide2: Vec<usize> = windows()
+            .iter()
+            .filter(|w| w.stride[1] == 2 && w.big[1] / 2 >= MIN_GATHER_RUN)
+            .map(|w| w.big[1] % 2)
+            .collect();
+        assert!(wide2.contains(&0) && wide2.contains(&1));
     }
 
     #[test]

@@ -69,6 +69,7 @@ pub mod layer;
 mod phase;
 mod reduce;
 pub mod reference;
+mod simd;
 
 pub use activation::Activation;
 pub use backend::{AnyBackend, COMPILED_BACKENDS, DefaultBackend, Gemm};
