@@ -37,6 +37,7 @@ use std::str::FromStr;
 use rayon::prelude::*;
 
 use crate::element::Element;
+use crate::simd::multiversion;
 use crate::error::{Error, Result, check_len};
 
 /// Slope of [`Activation::Leaky`] for `x <= 0`.
@@ -437,9 +438,7 @@ impl Activation {
     /// `v = activate(v * mul + add)` for every element, serially. Each activation gets its own
     /// loop (the `match` is outside it), so the compiler can vectorize it.
     pub(crate) fn affine_slice<T: Element>(self, data: &mut [T], mul: T, add: T) {
-        with_const!(self, A => for v in data.iter_mut() {
-            *v = A.activate(*v * mul + add);
-        })
+        affine_kernel(self, data, mul, add);
     }
 
     /// Multiplies each `delta[i]` by `gradient(output[i])` (Darknet's `gradient_array`), where
@@ -456,11 +455,7 @@ impl Activation {
         if self == Activation::Linear {
             return Ok(());
         }
-        let apply = |(out, del): (&[T], &mut [T])| {
-            with_const!(self, A => for (d, &y) in del.iter_mut().zip(out) {
-                *d *= A.gradient(y);
-            })
-        };
+        let apply = |(out, del): (&[T], &mut [T])| gradient_kernel(self, out, del);
         if delta.len() > PAR_THRESHOLD {
             output
                 .par_chunks(PAR_CHUNK)
@@ -471,6 +466,24 @@ impl Activation {
         }
         Ok(())
     }
+}
+
+multiversion! {
+/// `v = act(v * mul + add)`, one loop per activation.
+fn affine_kernel<T: Element>(act: Activation, data: &mut [T], mul: T, add: T) {
+    with_const!(act, A => for v in data.iter_mut() {
+        *v = A.activate(*v * mul + add);
+    })
+}
+}
+
+multiversion! {
+/// `delta *= act'(output)`, one loop per activation.
+fn gradient_kernel<T: Element>(act: Activation, output: &[T], delta: &mut [T]) {
+    with_const!(act, A => for (d, &y) in delta.iter_mut().zip(output) {
+        *d *= A.gradient(y);
+    })
+}
 }
 
 impl Default for Activation {

@@ -13,6 +13,7 @@
 use crate::activation::Activation;
 use crate::element::Element;
 use crate::reduce::{sum, sum_and_dot, sum_sq_dev};
+use crate::simd::multiversion;
 use rayon::prelude::*;
 
 /// Darknet's epsilon, added to the standard deviation.
@@ -82,11 +83,7 @@ impl<T: Element> BatchNorm<T> {
             .for_each(|(p, (plane, norm))| {
                 let f = p % channels;
                 let inv = (var[f].sqrt() + T::of(EPSILON)).recip();
-                let shift = -mean[f] * inv;
-                for (n, &x) in norm.iter_mut().zip(plane.iter()) {
-                    *n = x * inv + shift;
-                }
-                plane.copy_from_slice(norm);
+                normalize_kernel(plane, norm, inv, -mean[f] * inv);
                 activation.affine_slice(plane, scales[f], biases[f]);
             });
     }
@@ -152,11 +149,28 @@ impl<T: Element> BatchNorm<T> {
                 } else {
                     T::zero()
                 };
-                for (d, &x) in d.iter_mut().zip(x) {
-                    *d = (scales[f] * *d - mean_g) * inv - x * corr;
-                }
+                backward_kernel(d, x, scales[f] * inv, -mean_g * inv, corr);
             });
     }
+}
+
+multiversion! {
+/// `norm = x * inv + shift`, then `x = norm` (the layer's activation follows).
+fn normalize_kernel<T: Element>(x: &mut [T], norm: &mut [T], inv: T, shift: T) {
+    for (n, v) in norm.iter_mut().zip(x.iter_mut()) {
+        *n = *v * inv + shift;
+        *v = *n;
+    }
+}
+}
+
+multiversion! {
+/// `d = d * a + b - x_hat * corr`: the input gradient of batch norm, per element.
+fn backward_kernel<T: Element>(d: &mut [T], x_hat: &[T], a: T, b: T, corr: T) {
+    for (d, &x) in d.iter_mut().zip(x_hat) {
+        *d = *d * a + b - x * corr;
+    }
+}
 }
 
 /// Per-channel mean and unbiased variance of `[batch][channels][spatial]` data (Darknet

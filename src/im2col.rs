@@ -292,6 +292,7 @@ pub(crate) fn im2col_with<T: Element>(
     Ok(())
 }
 
+multiversion! {
 /// One channel of [`im2col`].
 fn im2col_plane<T: Element>(plane: &[T], window: &Window, col: &mut [T]) {
     let [kh, kw] = window.kernel;
@@ -323,6 +324,7 @@ fn im2col_plane<T: Element>(plane: &[T], window: &Window, col: &mut [T]) {
             }
         }
     }
+}
 }
 
 #[cfg(test)]

@@ -3,9 +3,11 @@
 //! per cycle latency).
 
 use crate::element::Element;
+use crate::simd::multiversion;
 
 const LANES: usize = 8;
 
+multiversion! {
 /// `sum(x)`.
 pub(crate) fn sum<T: Element>(x: &[T]) -> T {
     let mut acc = [T::zero(); LANES];
@@ -18,7 +20,9 @@ pub(crate) fn sum<T: Element>(x: &[T]) -> T {
     }
     rest.iter().copied().sum::<T>() + acc.iter().copied().sum::<T>()
 }
+}
 
+multiversion! {
 /// `sum((x - m)^2)`.
 pub(crate) fn sum_sq_dev<T: Element>(x: &[T], m: T) -> T {
     let mut acc = [T::zero(); LANES];
@@ -32,7 +36,9 @@ pub(crate) fn sum_sq_dev<T: Element>(x: &[T], m: T) -> T {
     }
     rest.iter().map(|&v| (v - m) * (v - m)).sum::<T>() + acc.iter().copied().sum::<T>()
 }
+}
 
+multiversion! {
 /// `(sum(a), sum(a * b))`.
 pub(crate) fn sum_and_dot<T: Element>(a: &[T], b: &[T]) -> (T, T) {
     let mut s = [T::zero(); LANES];
@@ -56,6 +62,7 @@ pub(crate) fn sum_and_dot<T: Element>(a: &[T], b: &[T]) -> (T, T) {
         d_tot += x * y;
     }
     (s_tot, d_tot)
+}
 }
 
 #[cfg(test)]

@@ -10,19 +10,22 @@
 /// extension the CPU supports.
 macro_rules! multiversion {
     ($(#[$meta:meta])* $vis:vis fn $name:ident<$t:ident: Element>($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        multiversion! { $(#[$meta])* $vis fn $name<$t: Element>($($arg: $ty),*) -> () $body }
+    };
+    ($(#[$meta:meta])* $vis:vis fn $name:ident<$t:ident: Element>($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
         $(#[$meta])*
-        $vis fn $name<$t: Element>($($arg: $ty),*) {
+        $vis fn $name<$t: Element>($($arg: $ty),*) -> $ret {
             #[inline(always)]
-            fn body<$t: Element>($($arg: $ty),*) $body
+            fn body<$t: Element>($($arg: $ty),*) -> $ret $body
 
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
-                fn avx512<$t: Element>($($arg: $ty),*) {
+                fn avx512<$t: Element>($($arg: $ty),*) -> $ret {
                     body($($arg),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
-                fn avx2<$t: Element>($($arg: $ty),*) {
+                fn avx2<$t: Element>($($arg: $ty),*) -> $ret {
                     body($($arg),*)
                 }
                 if std::arch::is_x86_feature_detected!("avx512f") {
