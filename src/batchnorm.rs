@@ -41,11 +41,15 @@ pub(crate) struct BatchNorm<T> {
     /// Backward scratch: per-channel `sum(delta)` and `sum(delta * x_hat)`, kept so that
     /// backward does not allocate.
     sums: Vec<(T, T)>,
+    /// Per `[image][channel]` plane: `(mean, sum of squared deviations)`, filled by the
+    /// training forward pass as each plane is computed.
+    pub(crate) plane_stats: Vec<(T, T)>,
 }
 
 impl<T: Element> BatchNorm<T> {
-    /// Darknet's initial state: scales 1, statistics 0, for `total` activations per batch.
-    pub(crate) fn new(channels: usize, total: usize) -> Self {
+    /// Darknet's initial state: scales 1, statistics 0, for `total` activations per batch of
+    /// `batch` images.
+    pub(crate) fn new(channels: usize, total: usize, batch: usize) -> Self {
         BatchNorm {
             scales: vec![T::one(); channels],
             scale_updates: vec![T::zero(); channels],
@@ -55,10 +59,12 @@ impl<T: Element> BatchNorm<T> {
             rolling_variance: vec![T::zero(); channels],
             x_norm: vec![T::zero(); total],
             sums: vec![(T::zero(), T::zero()); channels],
+            plane_stats: vec![(T::zero(), T::zero()); channels * batch],
         }
     }
 
-    /// Training forward on `data` in place: statistics, rolling update, normalize, then
+    /// Training forward on `data` in place: statistics (combined from `plane_stats`, which the
+    /// caller filled for these planes), rolling update, normalize, then
     /// `activation(scale * x_hat + bias)`. Keeps `x_hat` for backward. `batch * spatial` must be
     /// at least 2 (checked by the layer).
     pub(crate) fn forward_train(
@@ -69,7 +75,12 @@ impl<T: Element> BatchNorm<T> {
         activation: Activation,
     ) {
         let channels = self.scales.len();
-        channel_stats(data, channels, spatial, &mut self.mean, &mut self.variance);
+        combine_plane_stats(
+            &self.plane_stats,
+            spatial,
+            &mut self.mean,
+            &mut self.variance,
+        );
         let keep = T::of(ROLLING_MOMENTUM);
         let take = T::one() - keep;
         for f in 0..channels {
@@ -171,6 +182,28 @@ fn backward_kernel<T: Element>(d: &mut [T], x_hat: &[T], a: T, b: T, corr: T) {
         *d = *d * a + b - x * corr;
     }
 }
+}
+
+/// Per-channel mean and unbiased variance from per-plane `(mean, sum of squared deviations)`
+/// of `[batch][channels]` planes of `spatial` values each (Chan et al.'s pairwise combination:
+/// exact, and as stable as the two-pass formula within each plane).
+fn combine_plane_stats<T: Element>(
+    planes: &[(T, T)],
+    spatial: usize,
+    mean: &mut [T],
+    variance: &mut [T],
+) {
+    let channels = mean.len();
+    let batch = planes.len() / channels;
+    let n = T::of(spatial as f64);
+    let count = T::of((batch * spatial) as f64);
+    for f in 0..channels {
+        let of_f = || planes.iter().skip(f).step_by(channels);
+        let m = of_f().map(|s| s.0).sum::<T>() / T::of(batch as f64);
+        let m2: T = of_f().map(|&(pm, pm2)| pm2 + n * (pm - m) * (pm - m)).sum();
+        mean[f] = m;
+        variance[f] = m2 / (count - T::one());
+    }
 }
 
 /// Per-channel mean and unbiased variance of `[batch][channels][spatial]` data (Darknet

@@ -77,17 +77,20 @@ impl Window {
 /// [`Error::BufferLength`](crate::Error::BufferLength) when a slice does not have exactly the
 /// size `channels` and `window` imply.
 pub fn col2im<T: Element>(cols: &[T], window: &Window, planes: &mut [T]) -> Result<()> {
-    col2im_then(cols, window, planes, true, |_, _| {})
+    let mut none = vec![(); planes.len() / window.big_plane()?.max(1)];
+    col2im_then(cols, window, planes, true, &mut none, |_, _, _| {})
 }
 
-/// [`col2im`], then `finish(channel, plane)` on each plane while it is still in cache (bias and
-/// activation, for example). With `parallel`, channels are spread over rayon's threads.
-pub(crate) fn col2im_then<T: Element>(
+/// [`col2im`], then `finish(channel, plane, state)` on each plane while it is still in cache
+/// (bias and activation, or batch-norm statistics), with `states[channel]`. With `parallel`,
+/// channels are spread over rayon's threads.
+pub(crate) fn col2im_then<T: Element, S: Send>(
     cols: &[T],
     window: &Window,
     planes: &mut [T],
     parallel: bool,
-    finish: impl Fn(usize, &mut [T]) + Sync,
+    states: &mut [S],
+    finish: impl Fn(usize, &mut [T], &mut S) + Sync,
 ) -> Result<()> {
     let col_plane = window.col_plane()?;
     let big_plane = window.big_plane()?;
@@ -98,20 +101,24 @@ pub(crate) fn col2im_then<T: Element>(
     let channels = planes.len() / big_plane;
     check_len("planes", channels * big_plane, planes.len())?;
     check_len("cols", mul("cols", &[channels, col_plane])?, cols.len())?;
-    let one = |(ch, (plane, col)): (usize, (&mut [T], &[T]))| {
+    check_len("states", channels, states.len())?;
+    type Item<'a, T, S> = (usize, ((&'a mut [T], &'a [T]), &'a mut S));
+    let one = |(ch, ((plane, col), state)): Item<'_, T, S>| {
         col2im_plane(col, window, plane);
-        finish(ch, plane);
+        finish(ch, plane, state);
     };
     if parallel {
         planes
             .par_chunks_mut(big_plane)
             .zip(cols.par_chunks(col_plane))
+            .zip(states.par_iter_mut())
             .enumerate()
             .for_each(one);
     } else {
         planes
             .chunks_mut(big_plane)
             .zip(cols.chunks(col_plane))
+            .zip(states.iter_mut())
             .enumerate()
             .for_each(one);
     }

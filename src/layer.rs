@@ -324,7 +324,9 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             weight_updates: vec![T::zero(); g.weight_count()],
             biases: vec![T::zero(); n],
             bias_updates: vec![T::zero(); n],
-            bn: config.batch_normalize.then(|| BatchNorm::new(n, total)),
+            bn: config
+                .batch_normalize
+                .then(|| BatchNorm::new(n, total, g.batch())),
             adam: config.adam.then(|| AdamState {
                 weights: Moments::new(g.weight_count()),
                 biases: Moments::new(n),
@@ -530,26 +532,45 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             plan: &self.plan,
             epilogue: fused.then_some((&self.biases[..], self.config.activation)),
         };
+        // Training batch norm: per-plane statistics while each plane is in cache.
+        let stats: &mut [(T, T)] = match (&mut self.bn, mode) {
+            (Some(bn), Mode::Train) => &mut bn.plane_stats,
+            _ => &mut [],
+        };
+        let per_image = if stats.is_empty() { 0 } else { g.filters() };
         let tasks = image_tasks(slot, g.batch(), workspace.len());
         if tasks > 1 {
             // Images over threads, each with its own part of the workspace and serial kernels.
             let per_task = g.batch().div_ceil(tasks);
+            let stats_parts = if per_image == 0 {
+                Either::Left((0..tasks).into_par_iter().map(|_| &mut [][..]))
+            } else {
+                Either::Right(stats.par_chunks_mut(per_task * per_image))
+            };
             self.output
                 .par_chunks_mut(per_task * g.outputs())
                 .zip(input.par_chunks(per_task * g.inputs()))
                 .zip(workspace.par_chunks_mut(slot))
-                .try_for_each(|((out, x), cols)| {
-                    out.chunks_mut(g.outputs())
-                        .zip(x.chunks(g.inputs()))
-                        .try_for_each(|(out, x)| image.run(x, out, &mut cols[..slot], false))
+                .zip(stats_parts)
+                .try_for_each(|(((out, x), cols), stats)| {
+                    let images = out.chunks_mut(g.outputs()).zip(x.chunks(g.inputs()));
+                    images.enumerate().try_for_each(|(i, (out, x))| {
+                        let s = stats
+                            .get_mut(i * per_image..(i + 1) * per_image)
+                            .unwrap_or_default();
+                        image.run(x, out, &mut cols[..slot], false, s)
+                    })
                 })?;
         } else {
-            for (out, x) in self
+            let images = self
                 .output
                 .chunks_mut(g.outputs())
-                .zip(input.chunks(g.inputs()))
-            {
-                image.run(x, out, &mut workspace[..slot], true)?;
+                .zip(input.chunks(g.inputs()));
+            for (i, (out, x)) in images.enumerate() {
+                let s = stats
+                    .get_mut(i * per_image..(i + 1) * per_image)
+                    .unwrap_or_default();
+                image.run(x, out, &mut workspace[..slot], true, s)?;
             }
         }
         let activation = self.config.activation;
@@ -983,8 +1004,9 @@ impl<T: Element, B: Gemm<T>> ImageBackward<'_, T, B> {
     }
 }
 
-/// The forward pass of one image: per group, GEMM into the columns, then col2im (and, without
-/// batch norm, bias and activation on each finished plane).
+/// The forward pass of one image: per group, GEMM into the columns, then col2im, and on each
+/// finished plane either bias and activation (without batch norm) or, when batch norm trains,
+/// the plane's statistics (`stats` gets one `(mean, sum of squared deviations)` per filter).
 struct ImageForward<'a, T, B> {
     geometry: &'a Geometry,
     backend: &'a B,
@@ -993,20 +1015,33 @@ struct ImageForward<'a, T, B> {
     epilogue: Option<(&'a [T], Activation)>,
 }
 
+/// `(mean, sum of squared deviations from it)` of one plane.
+fn plane_stats<T: Element>(plane: &[T]) -> (T, T) {
+    let mean = crate::reduce::sum(plane) / T::of(plane.len() as f64);
+    (mean, crate::reduce::sum_sq_dev(plane, mean))
+}
+
 impl<T: Element, B: Gemm<T>> ImageForward<'_, T, B> {
     /// `parallel`: split the GEMM and col2im over rayon's threads (when images are not).
-    fn run(&self, x: &[T], out: &mut [T], cols: &mut [T], parallel: bool) -> Result<()> {
+    /// `stats` is empty or has one entry per filter, to be filled.
+    fn run(
+        &self,
+        x: &[T],
+        out: &mut [T],
+        cols: &mut [T],
+        parallel: bool,
+        stats: &mut [(T, T)],
+    ) -> Result<()> {
+        let ohw = self.geometry.out_area();
         if let Plan::Phases { plan, packed } = self.plan {
-            return plan.forward_image(self.backend, packed, x, out, cols, parallel, self.epilogue);
+            plan.forward_image(self.backend, packed, x, out, cols, parallel, self.epilogue)?;
+            for (s, plane) in stats.iter_mut().zip(out.chunks(ohw)) {
+                *s = plane_stats(plane);
+            }
+            return Ok(());
         }
         let g = self.geometry;
-        let (cg, ng, hw, ohw, rows) = (
-            g.group_in(),
-            g.group_out(),
-            g.in_area(),
-            g.out_area(),
-            g.col_rows(),
-        );
+        let (cg, ng, hw, rows) = (g.group_in(), g.group_out(), g.in_area(), g.col_rows());
         let window = g.window();
         for grp in 0..g.groups() {
             let x = &x[grp * cg * hw..][..cg * hw];
@@ -1019,12 +1054,19 @@ impl<T: Element, B: Gemm<T>> ImageForward<'_, T, B> {
             let c = MatMut::new(cols, rows, hw, hw)?;
             gemm_on(self.backend, parallel, T::one(), a, b, T::zero(), c)?;
             let out = &mut out[grp * ng * ohw..][..ng * ohw];
-            col2im_then(cols, &window, out, parallel, |ch, plane| {
-                if let Some((biases, activation)) = self.epilogue {
-                    let bias = biases[grp * ng + ch];
-                    activation.affine_slice(plane, T::one(), bias);
-                }
-            })?;
+            if stats.is_empty() {
+                let mut none = vec![(); ng]; // zero-sized: no allocation
+                col2im_then(cols, &window, out, parallel, &mut none, |ch, plane, _| {
+                    if let Some((biases, activation)) = self.epilogue {
+                        activation.affine_slice(plane, T::one(), biases[grp * ng + ch]);
+                    }
+                })?;
+            } else {
+                let stats = &mut stats[grp * ng..][..ng];
+                col2im_then(cols, &window, out, parallel, stats, |_, plane, s| {
+                    *s = plane_stats(plane);
+                })?;
+            }
         }
         Ok(())
     }
