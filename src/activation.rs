@@ -37,8 +37,8 @@ use std::str::FromStr;
 use rayon::prelude::*;
 
 use crate::element::Element;
-use crate::simd::multiversion;
 use crate::error::{Error, Result, check_len};
+use crate::simd::multiversion;
 
 /// Slope of [`Activation::Leaky`] for `x <= 0`.
 const LEAKY_SLOPE: f64 = 0.1;
