@@ -225,3 +225,41 @@ pub fn channel_stats<T: Element>(
             *v = planes().map(|p| sum_sq_dev(p, *m)).sum::<T>() / (count - T::one());
         });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The statistics the training forward combines from per-plane parts equal the direct
+    /// two-pass statistics (Darknet's `mean_cpu` / `variance_cpu`).
+    #[test]
+    fn combined_plane_stats_equal_two_pass_stats() {
+        let (batch, channels, spatial) = (3, 4, 37);
+        let data: Vec<f64> = (0..batch * channels * spatial)
+            .map(|i| ((i * 7919 % 1013) as f64 / 97.0).sin() * 3.0 + (i % 5) as f64)
+            .collect();
+        let (mut m1, mut v1) = (vec![0.0; channels], vec![0.0; channels]);
+        channel_stats(&data, channels, spatial, &mut m1, &mut v1);
+        let planes: Vec<(f64, f64)> = data
+            .chunks(spatial)
+            .map(|p| {
+                let m = sum(p) / spatial as f64;
+                (m, sum_sq_dev(p, m))
+            })
+            .collect();
+        let (mut m2, mut v2) = (vec![0.0; channels], vec![0.0; channels]);
+        combine_plane_stats(&planes, spatial, &mut m2, &mut v2);
+        for f in 0..channels {
+            assert!(
+                (m1[f] - m2[f]).abs() < 1e-12,
+                "mean {f}: {} vs {}",
+                m1[f],
+                m2[f]
+            );
+            assert!(
+                (v1[f] - v2[f]).abs() < 1e-12 * v1[f].abs().max(1.0),
+                "variance {f}"
+            );
+        }
+    }
+}
