@@ -15,7 +15,12 @@
 //!   [`denormalize`](DeconvLayer::denormalize).
 //! - [`Activation`] has all of Darknet's activations; [`batchnorm`] reproduces Darknet's CPU
 //!   batch norm with an exact backward.
-//! - [`darknet`] reads Darknet `[deconvolutional]` cfg sections and reads/writes `.weights` files.
+//! - [`darknet`] reads Darknet `[deconvolutional]` cfg sections and reads/writes `.weights` files;
+//!   the `capi` feature adds a C ABI (`include/deconv.h`).
+//! - The forward pass runs Darknet's GEMM + col2im or, where it pays, a sub-pixel (phase)
+//!   decomposition without col2im ([`Algorithm`], chosen once per layer); images run in
+//!   parallel on rayon's threads, and the crate's own loops are compiled for AVX-512 / AVX2
+//!   and chosen at run time.
 //! - [`reference`](mod@reference) has direct-loop implementations that the fast paths are tested against.
 //!
 //! Layout is NCHW; weights are `[in_channels][filters / groups][kh][kw]`, as Darknet and
