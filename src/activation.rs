@@ -477,6 +477,16 @@ fn affine_kernel<T: Element>(act: Activation, data: &mut [T], mul: T, add: T) {
 }
 }
 
+impl Activation {
+    /// [`gradient_slice`](Self::gradient_slice) on one plane, serially, without the length
+    /// check (the caller passes equal lengths).
+    pub(crate) fn gradient_plane<T: Element>(self, output: &[T], delta: &mut [T]) {
+        if self != Activation::Linear {
+            gradient_kernel(self, output, delta);
+        }
+    }
+}
+
 multiversion! {
 /// `delta *= act'(output)`, one loop per activation.
 fn gradient_kernel<T: Element>(act: Activation, output: &[T], delta: &mut [T]) {

@@ -42,7 +42,8 @@ pub(crate) struct BatchNorm<T> {
     /// backward does not allocate.
     sums: Vec<(T, T)>,
     /// Per `[image][channel]` plane: `(mean, sum of squared deviations)`, filled by the
-    /// training forward pass as each plane is computed.
+    /// training forward pass as each plane is computed; backward reuses it for the planes'
+    /// `(sum(delta), sum(delta * x_hat))`.
     pub(crate) plane_stats: Vec<(T, T)>,
 }
 
@@ -120,23 +121,39 @@ impl<T: Element> BatchNorm<T> {
             });
     }
 
-    /// Backward of the last training forward: accumulates `bias_updates` and `scale_updates`
-    /// (`+=`, descent direction like `delta`) and turns `delta` (w.r.t. the BN output) into the
-    /// gradient w.r.t. the BN input, in place.
-    pub(crate) fn backward(&mut self, delta: &mut [T], bias_updates: &mut [T], spatial: usize) {
+    /// Backward of the last training forward, from `delta` at the activation's `output`:
+    /// applies the activation's gradient, accumulates `bias_updates` and `scale_updates` (`+=`,
+    /// descent direction like `delta`) and turns `delta` into the gradient w.r.t. the BN input,
+    /// in place.
+    pub(crate) fn backward(
+        &mut self,
+        delta: &mut [T],
+        output: &[T],
+        activation: Activation,
+        bias_updates: &mut [T],
+        spatial: usize,
+    ) {
         let channels = self.scales.len();
         let n = T::of((delta.len() / channels) as f64);
-        // Per channel: sum(delta) and sum(delta * x_hat).
-        let x_norm = &self.x_norm;
-        self.sums.par_iter_mut().enumerate().for_each(|(f, s)| {
+        // Per plane, in one pass: the activation's gradient, then sum(delta) and
+        // sum(delta * x_hat); combined per channel below.
+        delta
+            .par_chunks_mut(spatial)
+            .zip(output.par_chunks(spatial))
+            .zip(self.x_norm.par_chunks(spatial))
+            .zip(self.plane_stats.par_iter_mut())
+            .for_each(|(((d, y), x), s)| {
+                activation.gradient_plane(y, d);
+                *s = sum_and_dot(d, x);
+            });
+        for (f, s) in self.sums.iter_mut().enumerate() {
             *s = (T::zero(), T::zero());
-            let planes = delta.chunks(spatial).zip(x_norm.chunks(spatial));
-            for (d, x) in planes.skip(f).step_by(channels) {
-                let (a, b) = sum_and_dot(d, x);
+            for &(a, b) in self.plane_stats.iter().skip(f).step_by(channels) {
                 s.0 += a;
                 s.1 += b;
             }
-        });
+        }
+        let x_norm = &self.x_norm;
         let sums = &self.sums;
         for f in 0..channels {
             bias_updates[f] += sums[f].0;

@@ -637,12 +637,19 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
         }
         self.last_forward = None;
         let ohw = g.out_area();
-        self.config
-            .activation
-            .gradient_slice(&self.output, &mut self.delta)?;
+        let activation = self.config.activation;
         match &mut self.bn {
-            Some(bn) => bn.backward(&mut self.delta, &mut self.bias_updates, ohw),
-            None => backward_bias(&mut self.bias_updates, &self.delta, ohw),
+            Some(bn) => bn.backward(
+                &mut self.delta,
+                &self.output,
+                activation,
+                &mut self.bias_updates,
+                ohw,
+            ),
+            None => {
+                activation.gradient_slice(&self.output, &mut self.delta)?;
+                backward_bias(&mut self.bias_updates, &self.delta, ohw);
+            }
         }
         let image = ImageBackward {
             geometry: &g,
