@@ -190,10 +190,12 @@ const MAX_PHASE_GROUP_IN: usize = 64;
 #[derive(Debug, Clone)]
 enum Plan<T> {
     Columns,
-    /// With the weights repacked for the phase GEMMs (refreshed at every forward pass).
+    /// With the weights repacked for the phase GEMMs (refreshed at every pass), and the
+    /// one-thread backward's weight gradient in that layout.
     Phases {
         plan: Box<PhasePlan>,
         packed: Vec<T>,
+        packed_grad: Vec<T>,
     },
 }
 
@@ -203,6 +205,7 @@ impl<T: Element> Plan<T> {
             PhasePlan::new(g).map(|plan| Plan::Phases {
                 plan: Box::new(plan),
                 packed: vec![T::zero(); g.weight_count()],
+                packed_grad: vec![T::zero(); g.weight_count()],
             })
         };
         Ok(match config.algorithm {
@@ -225,12 +228,12 @@ impl<T: Element> Plan<T> {
                 // Measured with `examples/perf.rs --algorithm columns|phases`.
                 let tiles = (0..2).all(|a| g.kernel()[a] == g.stride()[a] && g.pad()[a] == 0);
                 match phases() {
-                    Some(Plan::Phases { plan, packed })
+                    Some(phases @ Plan::Phases { .. })
                         if !tiles
                             && g.group_in() <= MAX_PHASE_GROUP_IN
-                            && plan.min_gemm_rows() >= MIN_PHASE_GEMM_ROWS =>
+                            && phases.min_gemm_rows() >= MIN_PHASE_GEMM_ROWS =>
                     {
-                        Plan::Phases { plan, packed }
+                        phases
                     }
                     _ => Plan::Columns,
                 }
@@ -238,11 +241,19 @@ impl<T: Element> Plan<T> {
         })
     }
 
-    /// Workspace elements per image: the forward's, and backward's column matrix.
+    /// Rows of the smallest phase-class GEMM (0 for columns).
+    fn min_gemm_rows(&self) -> usize {
+        match self {
+            Plan::Columns => 0,
+            Plan::Phases { plan, .. } => plan.min_gemm_rows(),
+        }
+    }
+
+    /// Workspace elements per image, forward and backward.
     fn slot_size(&self, g: &Geometry) -> usize {
         match self {
             Plan::Columns => g.workspace_size(),
-            Plan::Phases { plan, .. } => g.workspace_size().max(plan.workspace_size()),
+            Plan::Phases { plan, .. } => plan.workspace_size(),
         }
     }
 
@@ -522,7 +533,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
         let ohw = g.out_area();
         // Without batch norm, bias and activation run on each plane right after its col2im.
         let fused = self.bn.is_none();
-        if let Plan::Phases { plan, packed } = &mut self.plan {
+        if let Plan::Phases { plan, packed, .. } = &mut self.plan {
             plan.pack_weights(&self.weights, packed);
         }
         let image = ImageForward {
@@ -651,17 +662,35 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
                 backward_bias(&mut self.bias_updates, &self.delta, ohw);
             }
         }
+        let slot = self.plan.slot_size(&g);
+        let packed_grad = match &mut self.plan {
+            Plan::Phases {
+                plan,
+                packed,
+                packed_grad,
+            } => {
+                plan.pack_weights(&self.weights, packed);
+                packed_grad.fill(T::zero());
+                Some((&**plan, &packed[..], packed_grad))
+            }
+            Plan::Columns => None,
+        };
+        let (phases, packed_grad) = match packed_grad {
+            Some((plan, packed, grad)) => (Some((plan, packed)), Some(grad)),
+            None => (None, None),
+        };
         let image = ImageBackward {
             geometry: &g,
             backend: &self.backend,
             weights: &self.weights,
+            phases,
         };
-        let slot = self.plan.slot_size(&g);
         let wc = g.weight_count();
         let tasks =
             image_tasks(slot, g.batch(), workspace.len()).min(self.task_updates.len() / wc.max(1));
         if tasks > 1 {
-            // Images over threads; each task sums its weight gradient in its own buffer.
+            // Images over threads; each task sums its weight gradient in its own buffer (in the
+            // phase plan's packed layout when it has one).
             let per_task = g.batch().div_ceil(tasks);
             let tasks = g.batch().div_ceil(per_task);
             let dx_parts = match input_delta {
@@ -674,34 +703,56 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
                 .zip(input.par_chunks(per_task * g.inputs()))
                 .zip(self.delta.par_chunks(per_task * g.outputs()))
                 .zip(dx_parts)
-                .try_for_each(|((((dw, cols), x), delta), mut dx)| {
+                .try_for_each(|((((dw, ws), x), delta), mut dx)| {
+                    dw.fill(T::zero());
                     let images = x.chunks(g.inputs()).zip(delta.chunks(g.outputs()));
                     for (i, (x, delta)) in images.enumerate() {
                         let dx = dx
                             .as_deref_mut()
                             .map(|d| &mut d[i * g.inputs()..][..g.inputs()]);
-                        let beta = if i == 0 { T::zero() } else { T::one() };
-                        image.run(x, delta, dx, dw, beta, &mut cols[..slot], false)?;
+                        image.run(x, delta, dx, dw, &mut ws[..slot], false)?;
                     }
                     Ok::<(), Error>(())
                 })?;
-            let (updates, parts) = (&mut self.weight_updates, &self.task_updates[..tasks * wc]);
-            updates.par_chunks_mut(4096).enumerate().for_each(|(i, u)| {
-                for part in parts.chunks(wc) {
-                    for (u, &p) in u.iter_mut().zip(&part[i * 4096..]) {
-                        *u += p;
+            let parts = &self.task_updates[..tasks * wc];
+            match image.phases {
+                Some((plan, _)) => {
+                    for part in parts.chunks(wc) {
+                        plan.unpack_add(part, &mut self.weight_updates);
                     }
                 }
-            });
+                None => {
+                    let updates = &mut self.weight_updates;
+                    updates.par_chunks_mut(4096).enumerate().for_each(|(i, u)| {
+                        for part in parts.chunks(wc) {
+                            for (u, &p) in u.iter_mut().zip(&part[i * 4096..]) {
+                                *u += p;
+                            }
+                        }
+                    });
+                }
+            }
         } else {
-            for b in 0..g.batch() {
-                let x = &input[b * g.inputs()..][..g.inputs()];
-                let delta = &self.delta[b * g.outputs()..][..g.outputs()];
-                let dx = input_delta
-                    .as_deref_mut()
-                    .map(|d| &mut d[b * g.inputs()..][..g.inputs()]);
-                let cols = &mut workspace[..slot];
-                image.run(x, delta, dx, &mut self.weight_updates, T::one(), cols, true)?;
+            // One image at a time, each image's work split over the threads; the gradient
+            // goes straight to weight_updates (or, for phases, to the packed buffer first).
+            let delta = &self.delta;
+            let mut each_image = |dw: &mut [T]| {
+                for b in 0..g.batch() {
+                    let x = &input[b * g.inputs()..][..g.inputs()];
+                    let delta = &delta[b * g.outputs()..][..g.outputs()];
+                    let dx = input_delta
+                        .as_deref_mut()
+                        .map(|d| &mut d[b * g.inputs()..][..g.inputs()]);
+                    image.run(x, delta, dx, dw, &mut workspace[..slot], true)?;
+                }
+                Ok::<(), Error>(())
+            };
+            match (packed_grad, image.phases) {
+                (Some(grad), Some((plan, _))) => {
+                    each_image(grad)?;
+                    plan.unpack_add(grad, &mut self.weight_updates);
+                }
+                _ => each_image(&mut self.weight_updates)?,
             }
         }
         Ok(())
@@ -944,27 +995,31 @@ fn image_tasks(slot: usize, batch: usize, workspace_len: usize) -> usize {
 }
 
 /// The backward pass of one image: per group, im2col of the delta, then the weight gradient
-/// and (optionally) the input gradient GEMMs on those columns.
+/// and (optionally) the input gradient GEMMs on those columns; or the phase plan's backward.
 struct ImageBackward<'a, T, B> {
     geometry: &'a Geometry,
     backend: &'a B,
     weights: &'a [T],
+    /// The phase plan and its packed weights, when the layer uses phases.
+    phases: Option<(&'a PhasePlan, &'a [T])>,
 }
 
 impl<T: Element, B: Gemm<T>> ImageBackward<'_, T, B> {
-    /// `dw = beta * dw + x * cols^T` and `dx += W * cols`; `parallel` splits the work over
-    /// rayon's threads (when images are not).
-    #[allow(clippy::too_many_arguments)]
+    /// `dw += x * cols^T` (or the phase plan's packed equivalent) and `dx += W * cols`;
+    /// `parallel` splits the work over rayon's threads (when images are not).
     fn run(
         &self,
         x: &[T],
         delta: &[T],
         mut dx: Option<&mut [T]>,
         dw: &mut [T],
-        beta: T,
-        cols: &mut [T],
+        workspace: &mut [T],
         parallel: bool,
     ) -> Result<()> {
+        if let Some((plan, packed)) = self.phases {
+            let be = self.backend;
+            return plan.backward_image(be, packed, x, delta, dx, dw, workspace, parallel);
+        }
         let g = self.geometry;
         let (cg, ng, hw, ohw, rows) = (
             g.group_in(),
@@ -973,7 +1028,7 @@ impl<T: Element, B: Gemm<T>> ImageBackward<'_, T, B> {
             g.out_area(),
             g.col_rows(),
         );
-        let cols = &mut cols[..g.workspace_size()];
+        let cols = &mut workspace[..g.workspace_size()];
         let window = g.window();
         for grp in 0..g.groups() {
             im2col_with(
@@ -984,14 +1039,14 @@ impl<T: Element, B: Gemm<T>> ImageBackward<'_, T, B> {
             )?;
             let x = &x[grp * cg * hw..][..cg * hw];
             let wrange = grp * cg * rows..(grp + 1) * cg * rows;
-            // dw_g (cg x rows) = beta * dw_g + x_g (cg x hw) * cols^T (hw x rows)
+            // dw_g (cg x rows) += x_g (cg x hw) * cols^T (hw x rows)
             gemm_on(
                 self.backend,
                 parallel,
                 T::one(),
                 MatRef::new(x, cg, hw, hw)?,
                 MatRef::new(cols, rows, hw, hw)?.t(),
-                beta,
+                T::one(),
                 MatMut::new(&mut dw[wrange.clone()], cg, rows, rows)?,
             )?;
             if let Some(dx) = dx.as_deref_mut() {
@@ -1040,7 +1095,7 @@ impl<T: Element, B: Gemm<T>> ImageForward<'_, T, B> {
         stats: &mut [(T, T)],
     ) -> Result<()> {
         let ohw = self.geometry.out_area();
-        if let Plan::Phases { plan, packed } = self.plan {
+        if let Plan::Phases { plan, packed, .. } = self.plan {
             plan.forward_image(self.backend, packed, x, out, cols, parallel, self.epilogue)?;
             for (s, plane) in stats.iter_mut().zip(out.chunks(ohw)) {
                 *s = plane_stats(plane);

@@ -211,9 +211,9 @@ impl PhasePlan {
             .unwrap_or(0)
     }
 
-    /// Workspace elements one image needs.
+    /// Workspace elements one image needs, forward (`B`, `Z`) or backward (`dZ`, `B`, `dB`).
     pub(crate) fn workspace_size(&self) -> usize {
-        self.b_len + self.z_len
+        self.z_len + 2 * self.b_len
     }
 
     /// FLOPs the plan's GEMMs do per forward pass, for comparison with the nominal count.
@@ -260,6 +260,175 @@ impl PhasePlan {
                     }
                 }
             });
+    }
+
+    /// Adds gradients in [`pack_weights`](Self::pack_weights)' layout to `grad`, laid out like
+    /// the weights (`[c][n_g][kh][kw]`): the adjoint of the packing.
+    pub(crate) fn unpack_add<T: Element>(&self, packed: &[T], grad: &mut [T]) {
+        let (cg, ng) = (self.group_in, self.group_out);
+        let (kh, kw) = (self.y.kernel, self.x.kernel);
+        let per_group = cg * ng * kh * kw;
+        grad.par_chunks_mut(per_group)
+            .zip(packed.par_chunks(per_group))
+            .for_each(|(w, a)| {
+                for class in &self.classes {
+                    let [ty_n, tx_n] = class.taps;
+                    let k = ty_n * tx_n * cg;
+                    for (p, &[ry, rx]) in class.phases.iter().enumerate() {
+                        for n in 0..ng {
+                            let row = &a[class.a_offset + (p * ng + n) * k..][..k];
+                            for ty in 0..ty_n {
+                                for tx in 0..tx_n {
+                                    let tap =
+                                        (ry + self.y.stride * ty) * kw + rx + self.x.stride * tx;
+                                    for c in 0..cg {
+                                        w[(c * ng + n) * kh * kw + tap] +=
+                                            row[(ty * tx_n + tx) * cg + c];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+    }
+
+    /// `dx += B^T`-side adjoint of [`fill_b`](Self::fill_b): every entry of `db` goes back to
+    /// the input pixel its `B` entry was copied from.
+    fn add_b_adjoint<T: Element>(&self, db: &[T], dx: &mut [T], parallel: bool) {
+        let (y, xa) = (&self.y, &self.x);
+        let (h, w) = (y.input, xa.input);
+        let n_grid = y.q_len * xa.q_len;
+        let taps = y.t_max * xa.t_max;
+        let one = |(c, plane): (usize, &mut [T])| {
+            for t in 0..taps {
+                let (ty, tx) = (t / xa.t_max, t % xa.t_max);
+                let src = &db[(t * self.group_in + c) * n_grid..][..n_grid];
+                let (ys, iy0) = y.valid(ty);
+                let (xs, ix0) = xa.valid(tx);
+                if xs.is_empty() {
+                    continue;
+                }
+                for j in ys.clone() {
+                    let line = &src[j * xa.q_len..][..xa.q_len];
+                    let dst = &mut plane[(iy0 + j - ys.start) * w + ix0..][..xs.len()];
+                    for (d, &s) in dst.iter_mut().zip(&line[xs.clone()]) {
+                        *d += s;
+                    }
+                }
+            }
+        };
+        if parallel {
+            dx.par_chunks_mut(h * w).enumerate().for_each(one);
+        } else {
+            dx.chunks_mut(h * w).enumerate().for_each(one);
+        }
+    }
+
+    /// The backward pass of one image: from `delta` (`n x out_h x out_w`, the gradient at the
+    /// pre-activation output), adds the weight gradient to `dpacked` (in the packed layout; see
+    /// [`unpack_add`](Self::unpack_add)) and, when given, the input gradient to `dx`.
+    ///
+    /// The forward is `Z = A * B` per class; so `dA += dZ * B^T` and `dB = A^T * dZ`, where
+    /// `dZ` gathers `delta` onto the phase grid and `dB` goes back to the input as the adjoint
+    /// of the copy that built `B`: no im2col of the delta.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward_image<T: Element, B: Gemm<T>>(
+        &self,
+        backend: &B,
+        packed: &[T],
+        x: &[T],
+        delta: &[T],
+        mut dx: Option<&mut [T]>,
+        dpacked: &mut [T],
+        workspace: &mut [T],
+        parallel: bool,
+    ) -> Result<()> {
+        let (cg, ng) = (self.group_in, self.group_out);
+        let (y, xa) = (&self.y, &self.x);
+        let n_grid = y.q_len * xa.q_len;
+        let (hw, ohw) = (y.input * xa.input, y.out * xa.out);
+        let (dz_all, rest) = workspace.split_at_mut(self.z_len);
+        let (b, rest) = rest.split_at_mut(self.b_len);
+        let db = &mut rest[..self.b_len];
+        let per_group = packed.len() / self.groups;
+        for grp in 0..self.groups {
+            self.fill_b(&x[grp * cg * hw..][..cg * hw], b, parallel);
+            db.fill(T::zero());
+            let a_all = &packed[grp * per_group..][..per_group];
+            let da_all = &mut dpacked[grp * per_group..][..per_group];
+            let delta = &delta[grp * ng * ohw..][..ng * ohw];
+            for class in &self.classes {
+                let [ty_n, tx_n] = class.taps;
+                let m = class.phases.len() * ng;
+                let k = ty_n * tx_n * cg;
+                if k == 0 {
+                    continue; // holes: no weights, no gradient
+                }
+                let dz = &mut dz_all[..m * n_grid];
+                // dZ: each delta pixel at its phase's grid position (grid cells without an
+                // output pixel stay 0).
+                let gather = |(row, dzr): (usize, &mut [T])| {
+                    let (p, n) = (row / ng, row % ng);
+                    let [ry, rx] = class.phases[p];
+                    dzr.fill(T::zero());
+                    let plane = &delta[n * ohw..][..ohw];
+                    let xs = xa.q_range(rx);
+                    if xs.is_empty() {
+                        return;
+                    }
+                    for qy in y.q_range(ry) {
+                        let line = &plane[y.out_index(qy, ry) * xa.out..][..xa.out];
+                        let src = line[xa.out_index(xs.start, rx)..].iter().step_by(xa.stride);
+                        let dst = &mut dzr[(qy - y.q_lo) * xa.q_len + xs.start - xa.q_lo..];
+                        for (d, &s) in dst[..xs.len()].iter_mut().zip(src) {
+                            *d = s;
+                        }
+                    }
+                };
+                if parallel {
+                    dz.par_chunks_mut(n_grid).enumerate().for_each(gather);
+                } else {
+                    dz.chunks_mut(n_grid).enumerate().for_each(gather);
+                }
+                let dz = &*dz;
+                let a = &a_all[class.a_offset..][..m * k];
+                let da = &mut da_all[class.a_offset..][..m * k];
+                // As forward: one GEMM when the class uses every tx, else one per ty.
+                let steps = if tx_n == xa.t_max { 1 } else { ty_n };
+                let k_step = k / steps;
+                for step in 0..steps {
+                    let b_off = step * xa.t_max * cg * n_grid;
+                    let dzm = MatRef::new(dz, m, n_grid, n_grid)?;
+                    // dA[:, step] (m x k_step) += dZ (m x N) * B_step^T (N x k_step)
+                    gemm_on(
+                        backend,
+                        parallel,
+                        T::one(),
+                        dzm,
+                        MatRef::new(&b[b_off..], k_step, n_grid, n_grid)?.t(),
+                        T::one(),
+                        MatMut::new(&mut da[step * k_step..], m, k_step, k)?,
+                    )?;
+                    if dx.is_some() {
+                        // dB_step (k_step x N) += A[:, step]^T (k_step x m) * dZ (m x N)
+                        gemm_on(
+                            backend,
+                            parallel,
+                            T::one(),
+                            MatRef::new(&a[step * k_step..], m, k_step, k)?.t(),
+                            dzm,
+                            T::one(),
+                            MatMut::new(&mut db[b_off..], k_step, n_grid, n_grid)?,
+                        )?;
+                    }
+                }
+            }
+            if let Some(dx) = dx.as_deref_mut() {
+                self.add_b_adjoint(db, &mut dx[grp * cg * hw..][..cg * hw], parallel);
+            }
+        }
+        Ok(())
     }
 
     /// Fills `B` from one group's input planes `x` (`c_g x h x w`).

@@ -15,13 +15,21 @@ fn output_size_and_workspace_follow_darknet() {
         (8, 3, 16, 8, 4),
         (4, 4, 2, 2, 0),
     ] {
-        let layer: DeconvLayer<f32> =
-            DeconvLayer::new(&DeconvConfig::new(2, 3, h, w, 5, k).stride(s).pad(p)).unwrap();
+        let config = DeconvConfig::new(2, 3, h, w, 5, k).stride(s).pad(p);
+        let columns = config.clone().algorithm(deconv::Algorithm::Columns);
+        let layer: DeconvLayer<f32> = DeconvLayer::new(&columns).unwrap();
         let g = layer.geometry();
         assert_eq!(g.out_h(), (h - 1) * s + k - 2 * p);
         assert_eq!(g.out_w(), (w - 1) * s + k - 2 * p);
         assert_eq!(layer.workspace_size(), h * w * k * k * 5);
         assert_eq!(layer.output().len(), 2 * 5 * g.out_h() * g.out_w());
+        // Whatever the algorithm, never more than Darknet's per-image workspace.
+        let auto: DeconvLayer<f32> = DeconvLayer::new(&config).unwrap();
+        assert!(
+            auto.workspace_size() <= h * w * k * k * 5,
+            "{:?}",
+            auto.algorithm()
+        );
     }
 }
 
