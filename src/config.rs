@@ -17,10 +17,12 @@ pub enum Algorithm {
     /// columns otherwise).
     #[default]
     Auto,
-    /// Darknet's way: one GEMM into a column matrix, then col2im (scatter-add).
+    /// Darknet's way: one GEMM into a column matrix, then col2im (scatter-add); backward runs
+    /// im2col of the delta and two GEMMs.
     Columns,
     /// Sub-pixel decomposition: one GEMM per class of output phases, each output pixel written
-    /// once, no col2im. Needs dilation 1.
+    /// once, no col2im; backward is the adjoint of the same products, no im2col. Needs
+    /// dilation 1 and at most 4096 phases (`stride_h * stride_w`).
     Phases,
 }
 
@@ -365,9 +367,9 @@ impl Geometry {
         /// (Darknet `nweights`).
         weight_count: usize,
         /// Elements of one group's column matrix, `(filters / groups) * kh * kw * h * w`
-        /// (Darknet's workspace: `h*w*size*size*n` floats). This is the column algorithm's and
-        /// backward's need; allocate [`DeconvLayer::workspace_size`](crate::DeconvLayer::workspace_size),
-        /// which also covers the forward algorithm the layer chose.
+        /// (Darknet's workspace: `h*w*size*size*n` floats): the column algorithm's need. Allocate
+        /// [`DeconvLayer::workspace_size`](crate::DeconvLayer::workspace_size), which is the
+        /// need of the algorithm the layer chose.
         workspace_size: usize,
     }
 
