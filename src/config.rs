@@ -13,8 +13,9 @@ use crate::error::{Error, Result, mul};
 /// direct-loop [`reference`](crate::reference).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Algorithm {
-    /// Pick per geometry (phases where they apply and the kernel overlaps or leaves holes,
-    /// columns otherwise).
+    /// Pick per geometry: phases where the kernel does not tile the output, the layer has few
+    /// input channels per group (col2im then costs most next to the GEMM) and each phase class
+    /// gives a GEMM of at least 256 rows; columns otherwise.
     #[default]
     Auto,
     /// Darknet's way: one GEMM into a column matrix, then col2im (scatter-add); backward runs
