@@ -111,6 +111,18 @@ struct Class {
     by_row: Vec<Vec<(usize, usize, Range<usize>)>>,
 }
 
+impl Class {
+    /// GEMMs per class product: one when the class uses every horizontal tap (its rows of `B`
+    /// are contiguous), else one per vertical tap.
+    fn gemm_steps(&self, t_max_x: usize) -> usize {
+        if self.taps[1] == t_max_x {
+            1
+        } else {
+            self.taps[0]
+        }
+    }
+}
+
 /// The phase plan of a layer (dilation 1 on both axes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PhasePlan {
@@ -394,8 +406,7 @@ impl PhasePlan {
                 let dz = &*dz;
                 let a = &a_all[class.a_offset..][..m * k];
                 let da = &mut da_all[class.a_offset..][..m * k];
-                // As forward: one GEMM when the class uses every tx, else one per ty.
-                let steps = if tx_n == xa.t_max { 1 } else { ty_n };
+                let steps = class.gemm_steps(xa.t_max);
                 let k_step = k / steps;
                 for step in 0..steps {
                     let b_off = step * xa.t_max * cg * n_grid;
@@ -497,8 +508,7 @@ impl PhasePlan {
                 let k = ty_n * k_row;
                 if k > 0 {
                     let a = &a_all[class.a_offset..][..m * k];
-                    // One GEMM when the class uses every tx (B rows contiguous), else one per ty.
-                    let steps = if tx_n == xa.t_max { 1 } else { ty_n };
+                    let steps = class.gemm_steps(xa.t_max);
                     let k_step = k / steps;
                     for step in 0..steps {
                         let a = MatRef::new(&a[step * k_step..], m, k_step, k)?;
