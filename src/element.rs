@@ -5,10 +5,22 @@ use std::fmt::{Debug, Display};
 use std::iter::Sum;
 use std::ops::{AddAssign, MulAssign, SubAssign};
 
-mod sealed {
-    pub trait Sealed {}
-    impl Sealed for f32 {}
-    impl Sealed for f64 {}
+pub(crate) mod sealed {
+    /// Per-type kernels the crate picks by element type (not nameable outside the crate).
+    pub trait Sealed: Sized {
+        /// [`crate::transpose::transpose`] after its checks.
+        fn transpose_into(src: &[Self], rows: usize, cols: usize, ld: usize, dst: &mut [Self]);
+    }
+    impl Sealed for f32 {
+        fn transpose_into(src: &[f32], rows: usize, cols: usize, ld: usize, dst: &mut [f32]) {
+            crate::transpose::transpose_f32(src, rows, cols, ld, dst);
+        }
+    }
+    impl Sealed for f64 {
+        fn transpose_into(src: &[f64], rows: usize, cols: usize, ld: usize, dst: &mut [f64]) {
+            crate::transpose::transpose_tiled(src, rows, cols, ld, dst);
+        }
+    }
 }
 
 /// A floating-point element type: implemented for `f32` and `f64` only (the trait is sealed,

@@ -277,8 +277,35 @@ pub(crate) fn im2col_with<T: Element>(
     cols: &mut [T],
     parallel: bool,
 ) -> Result<()> {
-    let col_plane = window.col_plane()?;
+    im2col_band(planes, window, 0..window.small[0], cols, parallel)
+}
+
+/// [`im2col`] restricted to the small-image rows `band`: `cols` holds, per channel, `kh*kw`
+/// rows of `band.len() * w` columns (the columns of those small rows only). The backward pass
+/// works band by band so that its columns stay in the core's cache.
+pub(crate) fn im2col_band<T: Element>(
+    planes: &[T],
+    window: &Window,
+    band: Range<usize>,
+    cols: &mut [T],
+    parallel: bool,
+) -> Result<()> {
     let big_plane = window.big_plane()?;
+    if band.end > window.small[0] || band.start > band.end {
+        return Err(crate::Error::InvalidParameter {
+            param: "band",
+            reason: format!("rows {band:?} outside the {} small rows", window.small[0]),
+        });
+    }
+    let col_plane = mul(
+        "column matrix size",
+        &[
+            window.kernel[0],
+            window.kernel[1],
+            band.len(),
+            window.small[1],
+        ],
+    )?;
     if big_plane == 0 || col_plane == 0 {
         check_len("cols", 0, cols.len())?;
         return Ok(());
@@ -286,7 +313,7 @@ pub(crate) fn im2col_with<T: Element>(
     let channels = planes.len() / big_plane;
     check_len("planes", channels * big_plane, planes.len())?;
     check_len("cols", mul("cols", &[channels, col_plane])?, cols.len())?;
-    let one = |(col, plane): (&mut [T], &[T])| im2col_plane(plane, window, col);
+    let one = |(col, plane): (&mut [T], &[T])| im2col_plane(plane, window, band.clone(), col);
     if parallel {
         cols.par_chunks_mut(col_plane)
             .zip(planes.par_chunks(big_plane))
@@ -300,22 +327,20 @@ pub(crate) fn im2col_with<T: Element>(
 }
 
 multiversion! {
-/// One channel of [`im2col`].
-fn im2col_plane<T: Element>(plane: &[T], window: &Window, col: &mut [T]) {
+/// One channel of [`im2col_band`].
+fn im2col_plane<T: Element>(plane: &[T], window: &Window, band: Range<usize>, col: &mut [T]) {
     let out_w = window.big[1];
-    if window.stride[1] == 2 && (2 * MIN_GATHER_RUN..=2 * GATHER_BLOCK).contains(&out_w) {
-        return im2col_plane_split(plane, window, col);
-    }
     let [kh, kw] = window.kernel;
-    let [h, w] = window.small;
+    let w = window.small[1];
     let [sh, sw] = window.stride;
+    let tap_len = band.len() * w;
     for ki in 0..kh {
         let (rows, y0) = window.valid(0, ki);
         for kj in 0..kw {
             let (xs, x0) = window.valid(1, kj);
-            let tap = &mut col[(ki * kw + kj) * h * w..][..h * w];
-            for iy in 0..h {
-                let dst = &mut tap[iy * w..(iy + 1) * w];
+            let tap = &mut col[(ki * kw + kj) * tap_len..][..tap_len];
+            for iy in band.clone() {
+                let dst = &mut tap[(iy - band.start) * w..][..w];
                 if !rows.contains(&iy) || xs.is_empty() {
                     dst.fill(T::zero());
                     continue;
@@ -326,6 +351,17 @@ fn im2col_plane<T: Element>(plane: &[T], window: &Window, col: &mut [T]) {
                 let dst = &mut dst[xs.clone()];
                 if sw == 1 {
                     dst.copy_from_slice(&src[x0..x0 + dst.len()]);
+                } else if sw == 2 {
+                    // Every other pixel: pairs vectorize (a shuffle), `step_by` does not.
+                    let s = &src[x0..];
+                    let n = dst.len();
+                    let full = (s.len() / 2).min(n);
+                    for (d, pair) in dst[..full].iter_mut().zip(s.chunks_exact(2)) {
+                        *d = pair[0];
+                    }
+                    if full < n {
+                        dst[full] = s[2 * full];
+                    }
                 } else {
                     for (d, &s) in dst.iter_mut().zip(src[x0..].iter().step_by(sw)) {
                         *d = s;
@@ -335,44 +371,6 @@ fn im2col_plane<T: Element>(plane: &[T], window: &Window, col: &mut [T]) {
         }
     }
 }
-}
-
-/// [`im2col_plane`] for horizontal stride 2 on rows of 64 to 512 pixels: each source row is
-/// split into its even and odd pixels once, so that every tap copies a contiguous run instead
-/// of reading every other pixel (S4: 4% faster backward; on 32-pixel rows, S1, the split costs
-/// more than it saves).
-#[inline(always)]
-fn im2col_plane_split<T: Element>(plane: &[T], window: &Window, col: &mut [T]) {
-    let [kh, kw] = window.kernel;
-    let [h, w] = window.small;
-    let out_w = window.big[1];
-    let sh = window.stride[0];
-    let mut halves = [[T::zero(); GATHER_BLOCK]; 2];
-    for ki in 0..kh {
-        let (rows, y0) = window.valid(0, ki);
-        for iy in 0..h {
-            let src = rows
-                .contains(&iy)
-                .then(|| &plane[(y0 + (iy - rows.start) * sh) * out_w..][..out_w]);
-            if let Some(src) = src {
-                for (i, &v) in src.iter().enumerate() {
-                    halves[i % 2][i / 2] = v;
-                }
-            }
-            for kj in 0..kw {
-                let (xs, x0) = window.valid(1, kj);
-                let dst = &mut col[(ki * kw + kj) * h * w + iy * w..][..w];
-                if src.is_none() || xs.is_empty() {
-                    dst.fill(T::zero());
-                    continue;
-                }
-                dst[..xs.start].fill(T::zero());
-                dst[xs.end..].fill(T::zero());
-                let dst = &mut dst[xs.clone()];
-                dst.copy_from_slice(&halves[x0 % 2][x0 / 2..x0 / 2 + dst.len()]);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -475,7 +473,7 @@ mod tests {
             .collect();
         assert!(runs.iter().any(|&r| r >= MIN_GATHER_RUN));
         assert!(runs.iter().any(|&r| r < MIN_GATHER_RUN));
-        // The stride-2 interleaved store and im2col's row split, with even and odd row lengths.
+        // The stride-2 interleaved store (and im2col's pair copy), with even and odd row lengths.
         let wide2: Vec<usize> = windows()
             .iter()
             .filter(|w| w.stride[1] == 2 && w.big[1] / 2 >= MIN_GATHER_RUN)

@@ -75,6 +75,7 @@ mod phase;
 mod reduce;
 pub mod reference;
 mod simd;
+mod transpose;
 
 pub use activation::Activation;
 pub use backend::{AnyBackend, COMPILED_BACKENDS, DefaultBackend, Gemm};
