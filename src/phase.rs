@@ -18,11 +18,14 @@ use crate::backend::{Gemm, MatMut, MatRef, gemm_on};
 use crate::config::Geometry;
 use crate::element::Element;
 use crate::error::Result;
+use crate::transpose::transpose;
 use rayon::prelude::*;
 use std::ops::Range;
 
 /// Most phases a plan takes on (`stride_h * stride_w`).
 pub(crate) const MAX_PHASES: usize = 4096;
+/// Longest output-row buffer (elements) of the transposing store.
+const STORE_ROW: usize = 1024;
 
 /// One axis of the decomposition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +112,10 @@ struct Class {
     /// For each vertical phase `ry`: this class's phases in it, as `(index in phases, first
     /// output x, q_x range)`, so the store loop does no division or search per row.
     by_row: Vec<Vec<(usize, usize, Range<usize>)>>,
+    /// For each `ry` whose output rows this class fills entirely (every `rx`, in order): the
+    /// index of its first phase, so that a row is stored as one transpose of the phases' `Z`
+    /// rows instead of `stride_x` strided writes.
+    full_rows: Vec<Option<usize>>,
 }
 
 impl Class {
@@ -173,6 +180,7 @@ impl PhasePlan {
                         phases: vec![[ry, rx]],
                         a_offset: 0,
                         by_row: Vec::new(),
+                        full_rows: Vec::new(),
                     }),
                 }
             }
@@ -194,6 +202,22 @@ impl PhasePlan {
                         })
                         .filter(|(_, _, xs)| !xs.is_empty())
                         .collect()
+                })
+                .collect();
+            // The row buffer holds the phases' grid, `x.q_len * stride` pixels, from which the
+            // output row starts `pad - q_lo * stride` pixels in.
+            let row_len = x.q_len * x.stride;
+            let fits = row_len <= STORE_ROW
+                && x.q_lo * x.stride <= x.pad
+                && x.pad - x.q_lo * x.stride + x.out <= row_len;
+            c.full_rows = c
+                .by_row
+                .iter()
+                .map(|row| {
+                    let p0 = row.first()?.0;
+                    let full = row.len() == x.stride
+                        && row.iter().enumerate().all(|(i, &(p, ..))| p == p0 + i);
+                    (fits && full).then_some(p0)
                 })
                 .collect();
             c.a_offset = offset;
@@ -248,16 +272,20 @@ impl PhasePlan {
         let (cg, ng) = (self.group_in, self.group_out);
         let (kh, kw) = (self.y.kernel, self.x.kernel);
         let per_group = cg * ng * kh * kw;
-        packed
-            .par_chunks_mut(per_group)
-            .zip(weights.par_chunks(per_group))
-            .for_each(|(a, w)| {
-                for class in &self.classes {
-                    let [ty_n, tx_n] = class.taps;
-                    let k = ty_n * tx_n * cg;
-                    for (p, &[ry, rx]) in class.phases.iter().enumerate() {
-                        for n in 0..ng {
-                            let row = &mut a[class.a_offset + (p * ng + n) * k..][..k];
+        for (a, w) in packed.chunks_mut(per_group).zip(weights.chunks(per_group)) {
+            for class in &self.classes {
+                let [ty_n, tx_n] = class.taps;
+                let k = ty_n * tx_n * cg;
+                if k == 0 {
+                    continue;
+                }
+                // One task per phase: S3 has 64 of them, and a single thread spent a tenth of
+                // the forward pass here.
+                let rows = &mut a[class.a_offset..][..class.phases.len() * ng * k];
+                rows.par_chunks_mut(ng * k)
+                    .zip(class.phases.par_iter())
+                    .for_each(|(phase_rows, &[ry, rx])| {
+                        for (n, row) in phase_rows.chunks_mut(k).enumerate() {
                             for ty in 0..ty_n {
                                 for tx in 0..tx_n {
                                     let tap =
@@ -269,9 +297,9 @@ impl PhasePlan {
                                 }
                             }
                         }
-                    }
-                }
-            });
+                    });
+            }
+        }
     }
 
     /// Adds gradients in [`pack_weights`](Self::pack_weights)' layout to `grad`, laid out like
@@ -525,11 +553,23 @@ impl PhasePlan {
                         Some((biases, act)) => (biases[grp * ng + n], act),
                         None => (T::zero(), Activation::Linear),
                     };
+                    let mut row = [T::zero(); STORE_ROW];
+                    let skip = xa.pad.saturating_sub(xa.q_lo * xa.stride);
                     // Row by row, so each output row is finished while it is in cache (phase
                     // by phase would sweep the whole plane once per phase).
                     for (oy, line) in plane.chunks_mut(xa.out).enumerate() {
                         let ry = (oy + y.pad) % y.stride;
                         let qy = (oy + y.pad) / y.stride;
+                        if let (Some(p0), true) = (class.full_rows[ry], k > 0) {
+                            // Row element (q - q_lo) * stride + rx is phase rx's Z at q: the
+                            // transpose of the row's stride_x phase rows (ng * n_grid apart).
+                            let zl = &z[(p0 * ng + n) * n_grid + (qy - y.q_lo) * xa.q_len..];
+                            let row = &mut row[..xa.q_len * xa.stride];
+                            transpose(zl, xa.stride, xa.q_len, ng * n_grid, row);
+                            line.copy_from_slice(&row[skip..skip + xa.out]);
+                            act.affine_slice(line, T::one(), bias);
+                            continue;
+                        }
                         for (p, first, xs) in &class.by_row[ry] {
                             let dst = line[*first..].iter_mut().step_by(xa.stride);
                             if k == 0 {
