@@ -9,16 +9,23 @@ pub(crate) mod sealed {
     /// Per-type kernels the crate picks by element type (not nameable outside the crate).
     pub trait Sealed: Sized {
         /// [`crate::transpose::transpose`] after its checks.
-        fn transpose_into(src: &[Self], rows: usize, cols: usize, ld: usize, dst: &mut [Self]);
+        fn transpose_into(
+            src: &[Self],
+            rows: usize,
+            cols: usize,
+            ld: usize,
+            dst: &mut [Self],
+            ld_dst: usize,
+        );
     }
     impl Sealed for f32 {
-        fn transpose_into(src: &[f32], rows: usize, cols: usize, ld: usize, dst: &mut [f32]) {
-            crate::transpose::transpose_f32(src, rows, cols, ld, dst);
+        fn transpose_into(s: &[f32], r: usize, c: usize, ld: usize, d: &mut [f32], ldd: usize) {
+            crate::transpose::transpose_f32(s, r, c, ld, d, ldd);
         }
     }
     impl Sealed for f64 {
-        fn transpose_into(src: &[f64], rows: usize, cols: usize, ld: usize, dst: &mut [f64]) {
-            crate::transpose::transpose_tiled(src, rows, cols, ld, dst);
+        fn transpose_into(s: &[f64], r: usize, c: usize, ld: usize, d: &mut [f64], ldd: usize) {
+            crate::transpose::transpose_tiled(s, r, c, ld, d, ldd);
         }
     }
 }

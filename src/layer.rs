@@ -8,7 +8,7 @@ use crate::element::Element;
 use crate::error::{Error, Result, check_len, check_len_at_least};
 use crate::im2col::{col2im_then, im2col_band, im2col_with};
 use crate::phase::PhasePlan;
-use crate::transpose::transpose;
+use crate::transpose::{skewed_ld, transpose};
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -190,9 +190,9 @@ const MAX_PHASE_GROUP_IN: usize = 64;
 /// How the forward pass runs, chosen once per geometry ([`Algorithm`]).
 #[derive(Debug, Clone)]
 enum Plan<T> {
-    /// GEMM into columns, then col2im; the backward works through each image in row bands
-    /// when `bands` is set (see [`column_bands`]).
-    Columns { bands: Option<Bands<T>> },
+    /// GEMM into columns, then col2im; the backward works through each image in tiles when
+    /// `tiles` is set (see [`column_tiles`]).
+    Columns { tiles: Option<Tiles<T>> },
     /// With the weights repacked for the phase GEMMs (refreshed at every pass), and the
     /// one-thread backward's weight gradient in that layout.
     Phases {
@@ -202,21 +202,30 @@ enum Plan<T> {
     },
 }
 
-/// The banded column backward: rows per band, and the weights transposed per group
-/// (`[group][rows][in_channels / groups]`), refreshed at each backward.
+/// The tiled column backward: its [`Tile`], and the weights transposed per group
+/// (`[group][rows][in_channels / groups]`, rows [`skewed_ld`] apart), refreshed at each
+/// backward.
 #[derive(Debug, Clone)]
-struct Bands<T> {
-    rows: usize,
+struct Tiles<T> {
+    tile: Tile,
     weights_t: Vec<T>,
+}
+
+/// A tile of the column backward: `band_rows` rows of the input image by `filters` output
+/// channels (a block of `filters * kh * kw` column rows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tile {
+    band_rows: usize,
+    filters: usize,
 }
 
 impl<T: Element> Plan<T> {
     fn columns(g: &Geometry) -> Self {
-        let bands = column_bands::<T>(g).map(|rows| Bands {
-            rows,
-            weights_t: vec![T::zero(); g.weight_count()],
+        let tiles = column_tiles::<T>(g).map(|tile| Tiles {
+            tile,
+            weights_t: vec![T::zero(); weights_t_len::<T>(g)],
         });
-        Plan::Columns { bands }
+        Plan::Columns { tiles }
     }
 
     fn new(config: &DeconvConfig, g: &Geometry) -> Result<Self> {
@@ -682,7 +691,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             }
         }
         let slot = self.plan.slot_size(&g);
-        let mut bands = None;
+        let mut tiles = None;
         let packed_grad = match &mut self.plan {
             Plan::Phases {
                 plan,
@@ -693,17 +702,18 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
                 packed_grad.fill(T::zero());
                 Some((&**plan, &packed[..], packed_grad))
             }
-            Plan::Columns { bands: Some(b) } => {
+            Plan::Columns { tiles: Some(t) } => {
                 // The input-gradient GEMM packs W^T (rows x cg, stored k-major) with plain copies.
                 let (cg, rows) = (g.group_in(), g.col_rows());
+                let ld = skewed_ld::<T>(cg);
                 let per_group = self.weights.chunks(cg * rows);
-                for (w, wt) in per_group.zip(b.weights_t.chunks_mut(cg * rows)) {
-                    transpose(w, cg, rows, rows, wt);
+                for (w, wt) in per_group.zip(t.weights_t.chunks_mut(ld * rows)) {
+                    transpose(w, cg, rows, rows, wt, ld);
                 }
-                bands = Some((b.rows, &b.weights_t[..]));
+                tiles = Some((t.tile, &t.weights_t[..]));
                 None
             }
-            Plan::Columns { bands: None } => None,
+            Plan::Columns { tiles: None } => None,
         };
         let (phases, packed_grad) = match packed_grad {
             Some((plan, packed, grad)) => (Some((plan, packed)), Some(grad)),
@@ -714,7 +724,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             backend: &self.backend,
             weights: &self.weights,
             phases,
-            bands,
+            tiles,
         };
         let wc = g.weight_count();
         let tasks =
@@ -1033,8 +1043,8 @@ struct ImageBackward<'a, T, B> {
     weights: &'a [T],
     /// The phase plan and its packed weights, when the layer uses phases.
     phases: Option<(&'a PhasePlan, &'a [T])>,
-    /// Rows per band and the transposed weights, when the column backward goes by bands.
-    bands: Option<(usize, &'a [T])>,
+    /// The tile and the transposed weights, when the column backward goes by tiles.
+    tiles: Option<(Tile, &'a [T])>,
 }
 
 impl<T: Element, B: Gemm<T>> ImageBackward<'_, T, B> {
@@ -1053,8 +1063,8 @@ impl<T: Element, B: Gemm<T>> ImageBackward<'_, T, B> {
             let be = self.backend;
             return plan.backward_image(be, packed, x, delta, dx, dw, workspace, parallel);
         }
-        if let Some((band_rows, weights_t)) = self.bands {
-            return self.run_bands(band_rows, weights_t, x, delta, dx, dw, workspace, parallel);
+        if let Some((tile, weights_t)) = self.tiles {
+            return self.run_tiles(tile, weights_t, x, delta, dx, dw, workspace, parallel);
         }
         let g = self.geometry;
         let (cg, ng, hw, ohw, rows) = (
@@ -1101,15 +1111,16 @@ impl<T: Element, B: Gemm<T>> ImageBackward<'_, T, B> {
         Ok(())
     }
 
-    /// [`run`](Self::run) band by band of `band_rows` small-image rows, so that a band's
-    /// columns stay in the core's cache between the im2col and the two GEMMs that read them.
-    /// Each GEMM gets its operands stored with `k` across rows, which matrixmultiply packs
-    /// with plain copies: `dw += (x_band^T)^T * cols^T` from transposed copies of the band's
-    /// input and columns, `dx_band += (W^T)^T * cols` from the layer's transposed weights.
+    /// [`run`](Self::run) tile by tile: a band of input rows (all of them when the image is
+    /// short) by a block of filters (all of them when the band is), so that a tile's columns
+    /// stay in the core's cache between the im2col and the two GEMMs that read them. Each GEMM
+    /// gets its operands stored with `k` across rows, which matrixmultiply packs with plain
+    /// copies: `dw += (x_band^T)^T * cols^T` from transposed copies of the band's input and of
+    /// the tile's columns, `dx_band += (W^T)^T * cols` from the layer's transposed weights.
     #[allow(clippy::too_many_arguments)]
-    fn run_bands(
+    fn run_tiles(
         &self,
-        band_rows: usize,
+        tile: Tile,
         weights_t: &[T],
         x: &[T],
         delta: &[T],
@@ -1126,48 +1137,57 @@ impl<T: Element, B: Gemm<T>> ImageBackward<'_, T, B> {
             g.out_area(),
             g.col_rows(),
         );
-        let (h, w) = (g.in_h(), g.in_w());
-        let most = band_rows * w;
-        let (cols, rest) = workspace.split_at_mut(rows * most);
-        let (cols_t, rest) = rest.split_at_mut(rows * most);
-        let x_t = &mut rest[..cg * most];
+        let (h, w, taps) = (g.in_h(), g.in_w(), g.taps());
+        let (most_p, most_rows) = (tile.band_rows * w, tile.filters * taps);
+        // The transposed copies' rows are skewed apart (see skewed_ld); so are W^T's.
+        let (ld_ct, ld_xt, ld_wt) = (
+            skewed_ld::<T>(most_rows),
+            skewed_ld::<T>(cg),
+            skewed_ld::<T>(cg),
+        );
+        let (cols, rest) = workspace.split_at_mut(most_rows * most_p);
+        let (cols_t, rest) = rest.split_at_mut(ld_ct * most_p);
+        let x_t = &mut rest[..ld_xt * most_p];
         let window = g.window();
         for grp in 0..g.groups() {
             let delta = &delta[grp * ng * ohw..][..ng * ohw];
             let x = &x[grp * cg * hw..][..cg * hw];
-            let wrange = grp * cg * rows..(grp + 1) * cg * rows;
-            for y0 in (0..h).step_by(band_rows) {
-                let band = y0..(y0 + band_rows).min(h);
+            let dw = &mut dw[grp * cg * rows..][..cg * rows];
+            let wt = &weights_t[grp * ld_wt * rows..][..ld_wt * rows];
+            for y0 in (0..h).step_by(tile.band_rows) {
+                let band = y0..(y0 + tile.band_rows).min(h);
                 let p = band.len() * w;
-                let (cols, cols_t, x_t) = (
-                    &mut cols[..rows * p],
-                    &mut cols_t[..rows * p],
-                    &mut x_t[..cg * p],
-                );
-                im2col_band(delta, &window, band, cols, parallel)?;
-                transpose(cols, rows, p, p, cols_t);
-                transpose(&x[y0 * w..], cg, p, hw, x_t);
-                // dw_g (cg x rows) += x_band (cg x p) * cols^T (p x rows)
-                gemm_on(
-                    self.backend,
-                    parallel,
-                    T::one(),
-                    MatRef::new(x_t, p, cg, cg)?.t(),
-                    MatRef::new(cols_t, p, rows, rows)?,
-                    T::one(),
-                    MatMut::new(&mut dw[wrange.clone()], cg, rows, rows)?,
-                )?;
-                if let Some(dx) = dx.as_deref_mut() {
-                    // dx_band (cg x p) += W_g (cg x rows) * cols (rows x p)
+                let x_t = &mut x_t[..ld_xt * p];
+                transpose(&x[y0 * w..], cg, p, hw, x_t, ld_xt);
+                for f0 in (0..ng).step_by(tile.filters) {
+                    let f1 = (f0 + tile.filters).min(ng);
+                    let (r0, rn) = (f0 * taps, (f1 - f0) * taps);
+                    let cols = &mut cols[..rn * p];
+                    let planes = &delta[f0 * ohw..f1 * ohw];
+                    im2col_band(planes, &window, band.clone(), cols, parallel)?;
+                    transpose(cols, rn, p, p, cols_t, ld_ct);
+                    // dw_g[:, r0..r0 + rn] (cg x rn) += x_band (cg x p) * cols^T (p x rn)
                     gemm_on(
                         self.backend,
                         parallel,
                         T::one(),
-                        MatRef::new(&weights_t[wrange.clone()], rows, cg, cg)?.t(),
-                        MatRef::new(cols, rows, p, p)?,
+                        MatRef::new(x_t, p, cg, ld_xt)?.t(),
+                        MatRef::new(cols_t, p, rn, ld_ct)?,
                         T::one(),
-                        MatMut::new(&mut dx[grp * cg * hw + y0 * w..], cg, p, hw)?,
+                        MatMut::new(&mut dw[r0..], cg, rn, rows)?,
                     )?;
+                    if let Some(dx) = dx.as_deref_mut() {
+                        // dx_band (cg x p) += W_g[:, r0..r0 + rn] (cg x rn) * cols (rn x p)
+                        gemm_on(
+                            self.backend,
+                            parallel,
+                            T::one(),
+                            MatRef::new(&wt[r0 * ld_wt..], rn, cg, ld_wt)?.t(),
+                            MatRef::new(cols, rn, p, p)?,
+                            T::one(),
+                            MatMut::new(&mut dx[grp * cg * hw + y0 * w..], cg, p, hw)?,
+                        )?;
+                    }
                 }
             }
         }
@@ -1253,29 +1273,72 @@ fn backward_bias<T: Element>(bias_updates: &mut [T], delta: &[T], spatial: usize
     });
 }
 
-/// Bytes of one band's columns in the banded column backward: its columns and their transposed
+/// Bytes of one tile's columns in the tiled column backward: the columns and their transposed
 /// copy then share a core's L2 cache (1 MiB here).
-const BAND_BYTES: usize = 512 * 1024;
+const TILE_BYTES: usize = 512 * 1024;
 /// Fewest pixels per band: the weight-gradient GEMM runs over a band's pixels, and shorter runs
 /// cost it more than the cache saves (S1: 4-row bands of 16 pixels were 25% slower).
 const MIN_BAND_PIXELS: usize = 256;
+/// Fewest column rows per filter block: the input-gradient GEMM runs over a block's rows.
+const MIN_BLOCK_ROWS: usize = 256;
 
-/// Small-image rows per band of the column backward, or `None` to take each image whole: when
-/// its columns already fit the cache budget, when bands would be too short, or when the band's
-/// columns, their transposed copy and the band's transposed input would not fit the column
-/// workspace (Darknet's size, which the layer keeps).
-fn column_bands<T>(g: &Geometry) -> Option<usize> {
-    bands_within(g, BAND_BYTES / std::mem::size_of::<T>(), MIN_BAND_PIXELS)
+/// The tile of the column backward, or `None` to take each image whole: when its columns
+/// already fit the cache budget, when tiles would be too thin, or when a tile's columns, their
+/// transposed copy and the band's transposed input would not fit the column workspace
+/// (Darknet's size, which the layer keeps). Bands of rows over all filters where rows are long
+/// (S4), else the whole image over blocks of filters (S1).
+fn column_tiles<T>(g: &Geometry) -> Option<Tile> {
+    let budget = TILE_BYTES / std::mem::size_of::<T>();
+    tiles_within::<T>(g, budget, MIN_BAND_PIXELS, MIN_BLOCK_ROWS)
 }
 
-/// [`column_bands`] for a budget of `budget` column elements and bands of at least
-/// `min_pixels` pixels.
-fn bands_within(g: &Geometry, budget: usize, min_pixels: usize) -> Option<usize> {
-    let (h, w, rows, cg) = (g.in_h(), g.in_w(), g.col_rows(), g.group_in());
-    let band = (budget / (rows * w).max(1)).max(1);
-    let p = band.checked_mul(w)?;
-    let fits = p.checked_mul(2 * rows + cg)? <= g.workspace_size();
-    (band < h && p >= min_pixels && fits).then_some(band)
+/// [`column_tiles`] for a budget of `budget` column elements per tile, bands of at least
+/// `min_pixels` pixels and blocks of at least `min_rows` column rows.
+fn tiles_within<T>(
+    g: &Geometry,
+    budget: usize,
+    min_pixels: usize,
+    min_rows: usize,
+) -> Option<Tile> {
+    let (h, w, taps, ng) = (g.in_h(), g.in_w(), g.taps(), g.group_out());
+    let rows = g.col_rows();
+    if rows.checked_mul(h * w)? <= budget {
+        return None;
+    }
+    let band_rows = budget / (rows * w).max(1);
+    let filters = budget / (taps * h * w).max(1);
+    let tile = if band_rows >= 1 && band_rows * w >= min_pixels && band_rows < h {
+        Tile {
+            band_rows,
+            filters: ng,
+        }
+    } else if filters >= 1 && filters * taps >= min_rows && filters < ng {
+        Tile {
+            band_rows: h,
+            filters,
+        }
+    } else {
+        return None;
+    };
+    tile.fits::<T>(g).then_some(tile)
+}
+
+impl Tile {
+    /// Whether the tile's columns, their transposed copy and the band's transposed input fit
+    /// the column workspace.
+    fn fits<T>(&self, g: &Geometry) -> bool {
+        let p = self.band_rows * g.in_w();
+        let rows = self.filters * g.taps();
+        let per_pixel = rows + skewed_ld::<T>(rows) + skewed_ld::<T>(g.group_in());
+        per_pixel
+            .checked_mul(p)
+            .is_some_and(|need| need <= g.workspace_size())
+    }
+}
+
+/// Elements of the transposed weights: per group, `rows` rows of [`skewed_ld`]`(cg)`.
+fn weights_t_len<T>(g: &Geometry) -> usize {
+    g.groups() * g.col_rows() * skewed_ld::<T>(g.group_in())
 }
 
 #[cfg(test)]
@@ -1291,10 +1354,10 @@ mod tests {
             .collect()
     }
 
-    /// The banded column backward (its own im2col per band, transposed operands) gives
-    /// exactly the whole-image backward's gradients, with images over threads and with one
-    /// image split over threads.
-    fn banded_backward_matches_whole_images<T: Element>()
+    /// The tiled column backward (its own im2col per tile, transposed operands) gives
+    /// exactly the whole-image backward's gradients for every tile that fits, with images over
+    /// threads and with one image split over threads.
+    fn tiled_backward_matches_whole_images<T: Element>()
     where
         DefaultBackend: Gemm<T>,
     {
@@ -1305,15 +1368,15 @@ mod tests {
                 .pad(1)
                 .dilation(2)
                 .groups(2),
-            DeconvConfig::new(2, 6, 12, 5, 3, 2)
-                .stride(1)
-                .output_padding(0)
-                .groups(3),
+            DeconvConfig::new(2, 6, 12, 5, 3, 2).stride(1).groups(3),
             DeconvConfig::new(4, 3, 10, 7, 5, 3)
                 .stride(2)
                 .pad(1)
                 .output_padding(1),
+            // 64 column rows and 64 input channels: skewed leading dimensions.
+            DeconvConfig::new(2, 64, 6, 5, 16, 2).stride(2),
         ];
+        let mut tiled = 0;
         for threads in [1, 2] {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
@@ -1321,17 +1384,14 @@ mod tests {
                 .unwrap();
             for config in &configs {
                 let config = config.clone().algorithm(Algorithm::Columns);
-                let run = |banded: bool| {
+                let g = config.geometry().unwrap();
+                let run = |tile: Option<Tile>| {
                     pool.install(|| {
                         let mut layer = DeconvLayer::<T, DefaultBackend>::new(&config).unwrap();
-                        let g = *layer.geometry();
-                        if banded {
-                            let rows = bands_within(&g, 1, 1).expect("the shape takes bands");
-                            let weights_t = vec![T::zero(); g.weight_count()];
-                            layer.plan = Plan::Columns {
-                                bands: Some(Bands { rows, weights_t }),
-                            };
-                        }
+                        let weights_t = vec![T::zero(); weights_t_len::<T>(&g)];
+                        layer.plan = Plan::Columns {
+                            tiles: tile.map(|tile| Tiles { tile, weights_t }),
+                        };
                         let weights = whole(g.weight_count(), 1);
                         layer.weights_mut().copy_from_slice(&weights);
                         let input = whole(g.batch() * g.inputs(), 2);
@@ -1347,28 +1407,54 @@ mod tests {
                         )
                     })
                 };
-                assert_eq!(run(true), run(false), "{config:?} on {threads} threads");
+                let whole_images = run(None);
+                for band_rows in [1, 2, 3, g.in_h()] {
+                    for filters in [1, 2, g.group_out()] {
+                        let tile = Tile { band_rows, filters };
+                        if tile.fits::<T>(&g) {
+                            tiled += 1;
+                            assert_eq!(run(Some(tile)), whole_images, "{config:?} {tile:?}");
+                        }
+                    }
+                }
             }
         }
+        assert!(tiled >= 20, "only {tiled} tiles fit");
     }
 
     #[test]
-    fn banded_backward_matches_whole_images_f32() {
-        banded_backward_matches_whole_images::<f32>();
+    fn tiled_backward_matches_whole_images_f32() {
+        tiled_backward_matches_whole_images::<f32>();
     }
 
     #[test]
-    fn banded_backward_matches_whole_images_f64() {
-        banded_backward_matches_whole_images::<f64>();
+    fn tiled_backward_matches_whole_images_f64() {
+        tiled_backward_matches_whole_images::<f64>();
     }
 
-    /// The benchmark shape S4 takes bands in f32 (its columns, 4.7 MB an image, do not fit the
-    /// cache); S1's short rows do not.
+    /// The benchmark shapes' tiles in f32: S4 (columns of 4.7 MB an image, 64-pixel rows)
+    /// takes bands of rows, S1 (2 MB, 16-pixel rows) blocks of filters, S2 neither (its
+    /// 1024-row columns would make 128-row blocks).
     #[test]
-    fn bands_where_they_pay() {
+    fn tiles_where_they_pay() {
+        let tile = |c: DeconvConfig| column_tiles::<f32>(&c.geometry().unwrap());
         let s4 = DeconvConfig::new(8, 64, 64, 64, 32, 3).stride(2).pad(1);
-        assert_eq!(column_bands::<f32>(&s4.geometry().unwrap()), Some(7));
         let s1 = DeconvConfig::new(16, 256, 16, 16, 128, 4).stride(2).pad(1);
-        assert_eq!(column_bands::<f32>(&s1.geometry().unwrap()), None);
+        let s2 = DeconvConfig::new(4, 512, 32, 32, 256, 2).stride(2);
+        assert_eq!(
+            tile(s4),
+            Some(Tile {
+                band_rows: 7,
+                filters: 32
+            })
+        );
+        assert_eq!(
+            tile(s1),
+            Some(Tile {
+                band_rows: 16,
+                filters: 32
+            })
+        );
+        assert_eq!(tile(s2), None);
     }
 }

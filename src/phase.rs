@@ -565,7 +565,7 @@ impl PhasePlan {
                             // transpose of the row's stride_x phase rows (ng * n_grid apart).
                             let zl = &z[(p0 * ng + n) * n_grid + (qy - y.q_lo) * xa.q_len..];
                             let row = &mut row[..xa.q_len * xa.stride];
-                            transpose(zl, xa.stride, xa.q_len, ng * n_grid, row);
+                            transpose(zl, xa.stride, xa.q_len, ng * n_grid, row, xa.stride);
                             line.copy_from_slice(&row[skip..skip + xa.out]);
                             act.affine_slice(line, T::one(), bias);
                             continue;
