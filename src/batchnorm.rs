@@ -41,6 +41,9 @@ pub(crate) struct BatchNorm<T> {
     /// Backward scratch: per-channel `sum(delta)` and `sum(delta * x_hat)`, kept so that
     /// backward does not allocate.
     sums: Vec<(T, T)>,
+    /// Backward: per channel, the coefficients `(a, b, corr)` of the input gradient
+    /// `d * a + b - x_hat * corr` (see [`BatchNorm::backward_sums`]).
+    coefficients: Vec<(T, T, T)>,
     /// Per `[image][channel]` plane: `(mean, sum of squared deviations)`, filled by the
     /// training forward pass as each plane is computed; backward reuses it for the planes'
     /// `(sum(delta), sum(delta * x_hat))`.
@@ -60,6 +63,7 @@ impl<T: Element> BatchNorm<T> {
             rolling_variance: vec![T::zero(); channels],
             x_norm: vec![T::zero(); total],
             sums: vec![(T::zero(), T::zero()); channels],
+            coefficients: vec![(T::zero(), T::zero(), T::zero()); channels],
             plane_stats: vec![(T::zero(), T::zero()); channels * batch],
         }
     }
@@ -121,11 +125,13 @@ impl<T: Element> BatchNorm<T> {
             });
     }
 
-    /// Backward of the last training forward, from `delta` at the activation's `output`:
-    /// applies the activation's gradient, accumulates `bias_updates` and `scale_updates` (`+=`,
-    /// descent direction like `delta`) and turns `delta` into the gradient w.r.t. the BN input,
-    /// in place.
-    pub(crate) fn backward(
+    /// Backward of the last training forward, from `delta` at the activation's `output`, in two
+    /// halves. This batch-wide half applies the activation's gradient to `delta`, accumulates
+    /// `bias_updates` and `scale_updates` (`+=`, descent direction like `delta`) and sets the
+    /// per-channel coefficients with which [`backward_image`](Self::backward_image) then turns
+    /// each image's `delta` into the gradient w.r.t. the BN input, in place (the layer does so
+    /// just before that image's own backward, while the image is in cache).
+    pub(crate) fn backward_sums(
         &mut self,
         delta: &mut [T],
         output: &[T],
@@ -153,32 +159,53 @@ impl<T: Element> BatchNorm<T> {
                 s.1 += b;
             }
         }
-        let x_norm = &self.x_norm;
-        let sums = &self.sums;
-        for f in 0..channels {
-            bias_updates[f] += sums[f].0;
-            self.scale_updates[f] += sums[f].1;
+        let per_channel = self
+            .sums
+            .iter()
+            .zip(&self.scales)
+            .zip(&self.variance)
+            .zip(bias_updates.iter_mut().zip(self.scale_updates.iter_mut()))
+            .zip(self.coefficients.iter_mut());
+        for ((((&(sum, dot), &scale), &var), (bias_update, scale_update)), coef) in per_channel {
+            *bias_update += sum;
+            *scale_update += dot;
+            let sigma = var.sqrt();
+            // With g = scale * delta (gradient w.r.t. x_hat):
+            // dx = (g - mean(g)) / (sigma + eps) - x_hat * sum(g * x_hat) / ((N - 1) * sigma).
+            let inv = (sigma + T::of(EPSILON)).recip();
+            let mean_g = scale * sum / n;
+            // A constant channel has x_hat == 0 everywhere: the second term vanishes.
+            let corr = if sigma > T::zero() {
+                scale * dot / ((n - T::one()) * sigma)
+            } else {
+                T::zero()
+            };
+            *coef = (scale * inv, -mean_g * inv, corr);
         }
-        let (scales, var) = (&self.scales, &self.variance);
-        delta
-            .par_chunks_mut(spatial)
-            .zip(x_norm.par_chunks(spatial))
-            .enumerate()
-            .for_each(|(p, (d, x))| {
-                let f = p % channels;
-                let sigma = var[f].sqrt();
-                // With g = scale * delta (gradient w.r.t. x_hat):
-                // dx = (g - mean(g)) / (sigma + eps) - x_hat * sum(g * x_hat) / ((N - 1) * sigma).
-                let inv = (sigma + T::of(EPSILON)).recip();
-                let mean_g = scales[f] * sums[f].0 / n;
-                // A constant channel has x_hat == 0 everywhere: the second term vanishes.
-                let corr = if sigma > T::zero() {
-                    scales[f] * sums[f].1 / ((n - T::one()) * sigma)
-                } else {
-                    T::zero()
-                };
-                backward_kernel(d, x, scales[f] * inv, -mean_g * inv, corr);
-            });
+    }
+
+    /// The per-image half of the backward: turns image `b`'s `delta` (`channels * spatial`,
+    /// after [`backward_sums`](Self::backward_sums)) into the gradient w.r.t. the BN input.
+    pub(crate) fn backward_image(&self, delta: &mut [T], b: usize, spatial: usize, parallel: bool) {
+        let image = delta.len();
+        let x_norm = &self.x_norm[b * image..][..image];
+        let one = |(f, (d, x)): (usize, (&mut [T], &[T]))| {
+            let (a, shift, corr) = self.coefficients[f];
+            backward_kernel(d, x, a, shift, corr);
+        };
+        if parallel {
+            delta
+                .par_chunks_mut(spatial)
+                .zip(x_norm.par_chunks(spatial))
+                .enumerate()
+                .for_each(one);
+        } else {
+            delta
+                .chunks_mut(spatial)
+                .zip(x_norm.chunks(spatial))
+                .enumerate()
+                .for_each(one);
+        }
     }
 }
 

@@ -678,7 +678,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
         let ohw = g.out_area();
         let activation = self.config.activation;
         match &mut self.bn {
-            Some(bn) => bn.backward(
+            Some(bn) => bn.backward_sums(
                 &mut self.delta,
                 &self.output,
                 activation,
@@ -725,6 +725,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             weights: &self.weights,
             phases,
             tiles,
+            bn: self.bn.as_ref(),
         };
         let wc = g.weight_count();
         let tasks =
@@ -742,16 +743,18 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
                 .par_chunks_mut(wc)
                 .zip(workspace.par_chunks_mut(slot))
                 .zip(input.par_chunks(per_task * g.inputs()))
-                .zip(self.delta.par_chunks(per_task * g.outputs()))
+                .zip(self.delta.par_chunks_mut(per_task * g.outputs()))
                 .zip(dx_parts)
-                .try_for_each(|((((dw, ws), x), delta), mut dx)| {
+                .enumerate()
+                .try_for_each(|(t, ((((dw, ws), x), delta), mut dx))| {
                     dw.fill(T::zero());
-                    let images = x.chunks(g.inputs()).zip(delta.chunks(g.outputs()));
+                    let images = x.chunks(g.inputs()).zip(delta.chunks_mut(g.outputs()));
                     for (i, (x, delta)) in images.enumerate() {
                         let dx = dx
                             .as_deref_mut()
                             .map(|d| &mut d[i * g.inputs()..][..g.inputs()]);
-                        image.run(x, delta, dx, dw, &mut ws[..slot], false)?;
+                        let b = t * per_task + i;
+                        image.run(b, x, delta, dx, dw, &mut ws[..slot], false)?;
                     }
                     Ok::<(), Error>(())
                 })?;
@@ -776,15 +779,15 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
         } else {
             // One image at a time, each image's work split over the threads; the gradient
             // goes straight to weight_updates (or, for phases, to the packed buffer first).
-            let delta = &self.delta;
+            let delta = &mut self.delta;
             let mut each_image = |dw: &mut [T]| {
                 for b in 0..g.batch() {
                     let x = &input[b * g.inputs()..][..g.inputs()];
-                    let delta = &delta[b * g.outputs()..][..g.outputs()];
+                    let delta = &mut delta[b * g.outputs()..][..g.outputs()];
                     let dx = input_delta
                         .as_deref_mut()
                         .map(|d| &mut d[b * g.inputs()..][..g.inputs()]);
-                    image.run(x, delta, dx, dw, &mut workspace[..slot], true)?;
+                    image.run(b, x, delta, dx, dw, &mut workspace[..slot], true)?;
                 }
                 Ok::<(), Error>(())
             };
@@ -1045,20 +1048,29 @@ struct ImageBackward<'a, T, B> {
     phases: Option<(&'a PhasePlan, &'a [T])>,
     /// The tile and the transposed weights, when the column backward goes by tiles.
     tiles: Option<(Tile, &'a [T])>,
+    /// Batch norm, whose per-image half of the backward runs first on each image.
+    bn: Option<&'a BatchNorm<T>>,
 }
 
 impl<T: Element, B: Gemm<T>> ImageBackward<'_, T, B> {
+    /// Image `b`: first batch norm's per-image backward on its `delta`, if any, then
     /// `dw += x * cols^T` (or the phase plan's packed equivalent) and `dx += W * cols`;
     /// `parallel` splits the work over rayon's threads (when images are not).
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
+        b: usize,
         x: &[T],
-        delta: &[T],
+        delta: &mut [T],
         mut dx: Option<&mut [T]>,
         dw: &mut [T],
         workspace: &mut [T],
         parallel: bool,
     ) -> Result<()> {
+        if let Some(bn) = self.bn {
+            bn.backward_image(delta, b, self.geometry.out_area(), parallel);
+        }
+        let delta = &*delta;
         if let Some((plan, packed)) = self.phases {
             let be = self.backend;
             return plan.backward_image(be, packed, x, delta, dx, dw, workspace, parallel);
