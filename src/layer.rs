@@ -1246,6 +1246,8 @@ impl<T: Element, B: Gemm<T>> ImageForward<'_, T, B> {
         let g = self.geometry;
         let (cg, ng, hw, rows) = (g.group_in(), g.group_out(), g.in_area(), g.col_rows());
         let window = g.window();
+        // One GEMM for all filters, also where the backward goes by filter blocks: blocks that
+        // keep the columns in cache until col2im measured 1% slower on S1.
         for grp in 0..g.groups() {
             let x = &x[grp * cg * hw..][..cg * hw];
             let w = &self.weights[grp * cg * rows..][..cg * rows];
@@ -1366,10 +1368,11 @@ mod tests {
             .collect()
     }
 
-    /// The tiled column backward (its own im2col per tile, transposed operands) gives
-    /// exactly the whole-image backward's gradients for every tile that fits, with images over
-    /// threads and with one image split over threads.
-    fn tiled_backward_matches_whole_images<T: Element>()
+    /// A layer whose column backward goes by tiles (its own im2col per tile, transposed
+    /// operands) gives the whole-image results for every tile that fits, with images over
+    /// threads and with one image split over threads: exactly on whole numbers, and within
+    /// rounding with batch norm and an activation (whose backward is not whole numbers).
+    fn tiled_passes_match_whole_images<T: Element>()
     where
         DefaultBackend: Gemm<T>,
     {
@@ -1387,6 +1390,14 @@ mod tests {
                 .output_padding(1),
             // 64 column rows and 64 input channels: skewed leading dimensions.
             DeconvConfig::new(2, 64, 6, 5, 16, 2).stride(2),
+            DeconvConfig::new(3, 5, 9, 11, 4, 3)
+                .stride(2)
+                .pad(1)
+                .batch_normalize(true)
+                .activation(Activation::Leaky),
+            DeconvConfig::new(1, 4, 7, 6, 6, 3)
+                .stride(2)
+                .activation(Activation::Logistic),
         ];
         let mut tiled = 0;
         for threads in [1, 2] {
@@ -1406,26 +1417,39 @@ mod tests {
                         };
                         let weights = whole(g.weight_count(), 1);
                         layer.weights_mut().copy_from_slice(&weights);
+                        let biases = whole(g.filters(), 5);
+                        layer.biases_mut().copy_from_slice(&biases);
                         let input = whole(g.batch() * g.inputs(), 2);
-                        layer.forward(&input, Mode::Train).unwrap();
+                        let output = layer.forward(&input, Mode::Train).unwrap().to_vec();
                         let delta = whole(g.batch() * g.outputs(), 3);
                         layer.delta_mut().copy_from_slice(&delta);
                         let mut dx = whole(input.len(), 4);
                         layer.backward(&input, Some(&mut dx)).unwrap();
-                        (
-                            dx,
-                            layer.weight_updates().to_vec(),
-                            layer.bias_updates().to_vec(),
-                        )
+                        let mut all = output;
+                        all.extend(dx);
+                        all.extend(layer.weight_updates());
+                        all.extend(layer.bias_updates());
+                        all
                     })
                 };
                 let whole_images = run(None);
+                let exact = config.activation == Activation::Linear && !config.batch_normalize;
                 for band_rows in [1, 2, 3, g.in_h()] {
                     for filters in [1, 2, g.group_out()] {
                         let tile = Tile { band_rows, filters };
-                        if tile.fits::<T>(&g) {
-                            tiled += 1;
-                            assert_eq!(run(Some(tile)), whole_images, "{config:?} {tile:?}");
+                        if !tile.fits::<T>(&g) {
+                            continue;
+                        }
+                        tiled += 1;
+                        let got = run(Some(tile));
+                        if exact {
+                            assert_eq!(got, whole_images, "{config:?} {tile:?}");
+                        } else {
+                            let tol = T::epsilon() * T::of(64.0);
+                            for (a, b) in got.iter().zip(&whole_images) {
+                                let err = (*a - *b).abs() / (T::one() + b.abs());
+                                assert!(err <= tol, "{a} vs {b}: {config:?} {tile:?}");
+                            }
                         }
                     }
                 }
@@ -1435,13 +1459,13 @@ mod tests {
     }
 
     #[test]
-    fn tiled_backward_matches_whole_images_f32() {
-        tiled_backward_matches_whole_images::<f32>();
+    fn tiled_passes_match_whole_images_f32() {
+        tiled_passes_match_whole_images::<f32>();
     }
 
     #[test]
-    fn tiled_backward_matches_whole_images_f64() {
-        tiled_backward_matches_whole_images::<f64>();
+    fn tiled_passes_match_whole_images_f64() {
+        tiled_passes_match_whole_images::<f64>();
     }
 
     /// The benchmark shapes' tiles in f32: S4 (columns of 4.7 MB an image, 64-pixel rows)
