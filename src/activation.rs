@@ -468,6 +468,31 @@ impl Activation {
     }
 }
 
+/// What the forward pass applies to each output plane as soon as it is finished:
+/// `activation(v * mul[f] + add[f])` for channel `f`. Bias and activation without batch norm
+/// (`mul` is 1); with batch norm in inference, its whole affine map folded in.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Epilogue<'a, T> {
+    /// Per-channel multipliers, `None` for all ones.
+    pub(crate) mul: Option<&'a [T]>,
+    /// Per-channel offsets.
+    pub(crate) add: &'a [T],
+    pub(crate) activation: Activation,
+}
+
+impl<T: Element> Epilogue<'_, T> {
+    /// `(mul, add)` of channel `f`.
+    pub(crate) fn coefficients(&self, f: usize) -> (T, T) {
+        (self.mul.map_or(T::one(), |m| m[f]), self.add[f])
+    }
+
+    /// Applies channel `f`'s map to `plane`.
+    pub(crate) fn apply(&self, f: usize, plane: &mut [T]) {
+        let (mul, add) = self.coefficients(f);
+        self.activation.affine_slice(plane, mul, add);
+    }
+}
+
 multiversion! {
 /// `v = act(v * mul + add)`, one loop per activation.
 fn affine_kernel<T: Element>(act: Activation, data: &mut [T], mul: T, add: T) {

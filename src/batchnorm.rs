@@ -41,6 +41,10 @@ pub(crate) struct BatchNorm<T> {
     /// Backward scratch: per-channel `sum(delta)` and `sum(delta * x_hat)`, kept so that
     /// backward does not allocate.
     sums: Vec<(T, T)>,
+    /// Inference: per channel, the multiplier and offset of the whole normalization (see
+    /// [`BatchNorm::set_inference_affine`]).
+    pub(crate) inference_mul: Vec<T>,
+    pub(crate) inference_add: Vec<T>,
     /// Backward: per channel, the coefficients `(a, b, corr)` of the input gradient
     /// `d * a + b - x_hat * corr` (see [`BatchNorm::backward_sums`]).
     coefficients: Vec<(T, T, T)>,
@@ -64,6 +68,8 @@ impl<T: Element> BatchNorm<T> {
             x_norm: vec![T::zero(); total],
             sums: vec![(T::zero(), T::zero()); channels],
             coefficients: vec![(T::zero(), T::zero(), T::zero()); channels],
+            inference_mul: vec![T::zero(); channels],
+            inference_add: vec![T::zero(); channels],
             plane_stats: vec![(T::zero(), T::zero()); channels * batch],
         }
     }
@@ -104,25 +110,21 @@ impl<T: Element> BatchNorm<T> {
             });
     }
 
-    /// Inference forward on `data` in place, with the rolling statistics, then the activation.
-    pub(crate) fn forward_inference(
-        &self,
-        data: &mut [T],
-        biases: &[T],
-        spatial: usize,
-        activation: Activation,
-    ) {
-        let channels = self.scales.len();
-        data.par_chunks_mut(spatial)
-            .enumerate()
-            .for_each(|(p, plane)| {
-                let f = p % channels;
-                let inv = (self.rolling_variance[f].sqrt() + T::of(EPSILON)).recip();
-                let (mean, scale, bias) = (self.rolling_mean[f], self.scales[f], biases[f]);
-                // (x - mean) * inv * scale + bias, as one multiply-add per element.
-                let mul = inv * scale;
-                activation.affine_slice(plane, mul, bias - mean * mul);
-            });
+    /// Inference: sets `inference_mul` and `inference_add` so that `x * mul[f] + add[f]` is
+    /// the normalization with the rolling statistics, scaled and shifted by `biases` (the layer
+    /// applies it to each plane as it is finished, followed by the activation).
+    pub(crate) fn set_inference_affine(&mut self, biases: &[T]) {
+        let per_channel = self
+            .inference_mul
+            .iter_mut()
+            .zip(self.inference_add.iter_mut())
+            .zip(biases);
+        for (f, ((m, a), &bias)) in per_channel.enumerate() {
+            let inv = (self.rolling_variance[f].sqrt() + T::of(EPSILON)).recip();
+            // (x - mean) * inv * scale + bias, as one multiply-add per element.
+            *m = inv * self.scales[f];
+            *a = bias - self.rolling_mean[f] * *m;
+        }
     }
 
     /// Backward of the last training forward, from `delta` at the activation's `output`, in two

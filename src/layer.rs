@@ -1,6 +1,6 @@
 //! The deconvolutional (transposed-convolution) layer.
 
-use crate::activation::Activation;
+use crate::activation::{Activation, Epilogue};
 use crate::backend::{DefaultBackend, Gemm, MatMut, MatRef, gemm_on};
 use crate::batchnorm::{BatchNorm, EPSILON};
 use crate::config::{Algorithm, DeconvConfig, Geometry};
@@ -559,22 +559,41 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
         }
         self.last_forward = None;
         let ohw = g.out_area();
-        // Without batch norm, bias and activation run on each plane right after its col2im.
-        let fused = self.bn.is_none();
         if let Plan::Phases { plan, packed, .. } = &mut self.plan {
             plan.pack_weights(&self.weights, packed);
         }
+        let activation = self.config.activation;
+        if let (Some(bn), Mode::Inference) = (&mut self.bn, mode) {
+            bn.set_inference_affine(&self.biases);
+        }
+        // Bias (or inference batch norm) and activation run on each plane right after its
+        // col2im, while it is in cache; training batch norm instead takes per-plane statistics
+        // there, and normalizes once the whole batch's statistics are known.
+        let (epilogue, stats): (_, &mut [(T, T)]) = match (&mut self.bn, mode) {
+            (None, _) => {
+                let epilogue = Epilogue {
+                    mul: None,
+                    add: &self.biases,
+                    activation,
+                };
+                (Some(epilogue), &mut [])
+            }
+            (Some(bn), Mode::Inference) => {
+                let epilogue = Epilogue {
+                    mul: Some(&bn.inference_mul),
+                    add: &bn.inference_add,
+                    activation,
+                };
+                (Some(epilogue), &mut [])
+            }
+            (Some(bn), Mode::Train) => (None, &mut bn.plane_stats),
+        };
         let image = ImageForward {
             geometry: &g,
             backend: &self.backend,
             weights: &self.weights,
             plan: &self.plan,
-            epilogue: fused.then_some((&self.biases[..], self.config.activation)),
-        };
-        // Training batch norm: per-plane statistics while each plane is in cache.
-        let stats: &mut [(T, T)] = match (&mut self.bn, mode) {
-            (Some(bn), Mode::Train) => &mut bn.plane_stats,
-            _ => &mut [],
+            epilogue,
         };
         let per_image = if stats.is_empty() { 0 } else { g.filters() };
         let tasks = image_tasks(slot, g.batch(), workspace.len());
@@ -612,16 +631,8 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
                 image.run(x, out, &mut workspace[..slot], true, s)?;
             }
         }
-        let activation = self.config.activation;
-        match (&mut self.bn, mode) {
-            (Some(bn), Mode::Train) => {
-                bn.forward_train(&mut self.output, &self.biases, ohw, activation)
-            }
-            (Some(bn), Mode::Inference) => {
-                bn.forward_inference(&mut self.output, &self.biases, ohw, activation)
-            }
-            // Bias and activation ran with each image.
-            (None, _) => {}
+        if let (Some(bn), Mode::Train) = (&mut self.bn, mode) {
+            bn.forward_train(&mut self.output, &self.biases, ohw, activation);
         }
         self.last_forward = Some(mode);
         Ok(())
@@ -1215,7 +1226,7 @@ struct ImageForward<'a, T, B> {
     backend: &'a B,
     weights: &'a [T],
     plan: &'a Plan<T>,
-    epilogue: Option<(&'a [T], Activation)>,
+    epilogue: Option<Epilogue<'a, T>>,
 }
 
 /// `(mean, sum of squared deviations from it)` of one plane.
@@ -1262,8 +1273,8 @@ impl<T: Element, B: Gemm<T>> ImageForward<'_, T, B> {
             if stats.is_empty() {
                 let mut none = vec![(); ng]; // zero-sized: no allocation
                 col2im_then(cols, &window, out, parallel, &mut none, |ch, plane, _| {
-                    if let Some((biases, activation)) = self.epilogue {
-                        activation.affine_slice(plane, T::one(), biases[grp * ng + ch]);
+                    if let Some(epilogue) = &self.epilogue {
+                        epilogue.apply(grp * ng + ch, plane);
                     }
                 })?;
             } else {

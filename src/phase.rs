@@ -13,7 +13,7 @@
 //! repacked into the `A` matrices once per call. Finally each phase's rows of `Z` are stored at
 //! their strided output pixels, with bias and activation applied on the way.
 
-use crate::activation::Activation;
+use crate::activation::{Activation, Epilogue};
 use crate::backend::{Gemm, MatMut, MatRef, gemm_on};
 use crate::config::Geometry;
 use crate::element::Element;
@@ -501,8 +501,7 @@ impl PhasePlan {
     }
 
     /// The forward pass of one image: `x` (`c x h x w`) to `out` (`n x out_h x out_w`), with
-    /// `epilogue = (biases, activation)` applied to every output pixel when given (else the raw
-    /// sums are stored).
+    /// the `epilogue` applied to every output pixel when given (else the raw sums are stored).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn forward_image<T: Element, B: Gemm<T>>(
         &self,
@@ -512,7 +511,7 @@ impl PhasePlan {
         out: &mut [T],
         workspace: &mut [T],
         parallel: bool,
-        epilogue: Option<(&[T], Activation)>,
+        epilogue: Option<Epilogue<'_, T>>,
     ) -> Result<()> {
         let (cg, ng) = (self.group_in, self.group_out);
         let (y, xa) = (&self.y, &self.x);
@@ -549,9 +548,12 @@ impl PhasePlan {
                 }
                 let z = &*z;
                 let store = |(n, plane): (usize, &mut [T])| {
-                    let (bias, act) = match epilogue {
-                        Some((biases, act)) => (biases[grp * ng + n], act),
-                        None => (T::zero(), Activation::Linear),
+                    let (mul, bias, act) = match &epilogue {
+                        Some(e) => {
+                            let (mul, add) = e.coefficients(grp * ng + n);
+                            (mul, add, e.activation)
+                        }
+                        None => (T::one(), T::zero(), Activation::Linear),
                     };
                     let mut row = [T::zero(); STORE_ROW];
                     let skip = xa.pad.saturating_sub(xa.q_lo * xa.stride);
@@ -567,12 +569,13 @@ impl PhasePlan {
                             let row = &mut row[..xa.q_len * xa.stride];
                             transpose(zl, xa.stride, xa.q_len, ng * n_grid, row, xa.stride);
                             line.copy_from_slice(&row[skip..skip + xa.out]);
-                            act.affine_slice(line, T::one(), bias);
+                            act.affine_slice(line, mul, bias);
                             continue;
                         }
                         for (p, first, xs) in &class.by_row[ry] {
                             let dst = line[*first..].iter_mut().step_by(xa.stride);
                             if k == 0 {
+                                // No tap reaches these pixels: their sum is 0.
                                 let v = act.activate(bias);
                                 dst.take(xs.len()).for_each(|d| *d = v);
                                 continue;
@@ -580,9 +583,10 @@ impl PhasePlan {
                             let zl = &z[(p * ng + n) * n_grid + (qy - y.q_lo) * xa.q_len..];
                             let src = &zl[xs.start - xa.q_lo..xs.end - xa.q_lo];
                             if act == Activation::Linear {
-                                dst.zip(src).for_each(|(d, &v)| *d = v + bias);
+                                dst.zip(src).for_each(|(d, &v)| *d = v * mul + bias);
                             } else {
-                                dst.zip(src).for_each(|(d, &v)| *d = act.activate(v + bias));
+                                let f = |(d, &v): (&mut T, &T)| *d = act.activate(v * mul + bias);
+                                dst.zip(src).for_each(f);
                             }
                         }
                     }
