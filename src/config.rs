@@ -19,7 +19,8 @@ pub enum Algorithm {
     #[default]
     Auto,
     /// Darknet's way: one GEMM into a column matrix, then col2im (scatter-add); backward runs
-    /// im2col of the delta and two GEMMs.
+    /// im2col of the delta and two GEMMs, tile by tile (bands of input rows, or blocks of
+    /// filters) when an image's columns would not fit a core's cache.
     Columns,
     /// Sub-pixel decomposition: one GEMM per class of output phases, each output pixel written
     /// once, no col2im; backward is the adjoint of the same products, no im2col. Needs
