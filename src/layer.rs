@@ -14,6 +14,7 @@ use rand::rngs::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use rayon::iter::Either;
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Whether a forward pass trains (batch statistics) or infers (rolling statistics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1177,13 +1178,11 @@ impl<T: Element, B: Gemm<T>> ImageBackward<'_, T, B> {
             let x = &x[grp * cg * hw..][..cg * hw];
             let dw = &mut dw[grp * cg * rows..][..cg * rows];
             let wt = &weights_t[grp * ld_wt * rows..][..ld_wt * rows];
-            for y0 in (0..h).step_by(tile.band_rows) {
-                let band = y0..(y0 + tile.band_rows).min(h);
-                let p = band.len() * w;
+            for band in even_parts(h, tile.band_rows) {
+                let (y0, p) = (band.start, band.len() * w);
                 let x_t = &mut x_t[..ld_xt * p];
                 transpose(&x[y0 * w..], cg, p, hw, x_t, ld_xt);
-                for f0 in (0..ng).step_by(tile.filters) {
-                    let f1 = (f0 + tile.filters).min(ng);
+                for Range { start: f0, end: f1 } in even_parts(ng, tile.filters) {
                     let (r0, rn) = (f0 * taps, (f1 - f0) * taps);
                     let cols = &mut cols[..rn * p];
                     let planes = &delta[f0 * ohw..f1 * ohw];
@@ -1296,6 +1295,13 @@ fn backward_bias<T: Element>(bias_updates: &mut [T], delta: &[T], spatial: usize
             *u += crate::reduce::sum(plane);
         }
     });
+}
+
+/// `0..n` cut into the fewest parts of at most `most` elements, of sizes differing by at most
+/// one (64 rows in bands of at most 7: four of 7 and six of 6, not nine of 7 and one of 1).
+fn even_parts(n: usize, most: usize) -> impl Iterator<Item = Range<usize>> {
+    let parts = n.div_ceil(most.max(1));
+    (0..parts).map(move |i| i * n / parts..(i + 1) * n / parts)
 }
 
 /// Bytes of one tile's columns in the tiled column backward: the columns and their transposed
@@ -1477,6 +1483,26 @@ mod tests {
     #[test]
     fn tiled_passes_match_whole_images_f64() {
         tiled_passes_match_whole_images::<f64>();
+    }
+
+    #[test]
+    fn even_parts_cover_in_order_with_sizes_one_apart() {
+        for n in 0..40 {
+            for most in 1..12 {
+                let parts: Vec<_> = even_parts(n, most).collect();
+                assert_eq!(parts.len(), n.div_ceil(most));
+                let mut next = 0;
+                for p in &parts {
+                    assert_eq!(p.start, next);
+                    assert!(!p.is_empty() && p.len() <= most);
+                    next = p.end;
+                }
+                assert_eq!(next, n);
+                let sizes = parts.iter().map(|p| p.len());
+                let (lo, hi) = (sizes.clone().min(), sizes.max());
+                assert!(hi.unwrap_or(0) - lo.unwrap_or(0) <= 1);
+            }
+        }
     }
 
     /// The benchmark shapes' tiles in f32: S4 (columns of 4.7 MB an image, 64-pixel rows)
