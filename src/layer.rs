@@ -8,6 +8,7 @@ use crate::element::Element;
 use crate::error::{Error, Result, check_len, check_len_at_least};
 use crate::im2col::{col2im_then, im2col_band, im2col_with};
 use crate::phase::PhasePlan;
+use crate::simd::multiversion;
 use crate::transpose::{skewed_ld, transpose};
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
@@ -1140,7 +1141,8 @@ impl<T: Element, B: Gemm<T>> ImageBackward<'_, T, B> {
     /// stay in the core's cache between the im2col and the two GEMMs that read them. Each GEMM
     /// gets its operands stored with `k` across rows, which matrixmultiply packs with plain
     /// copies: `dw += (x_band^T)^T * cols^T` from transposed copies of the band's input and of
-    /// the tile's columns, `dx_band += (W^T)^T * cols` from the layer's transposed weights.
+    /// the tile's columns, `dx_band += (W^T)^T * cols` from the layer's transposed weights
+    /// (summed over the filter blocks in a buffer, then added to `dx`).
     #[allow(clippy::too_many_arguments)]
     fn run_tiles(
         &self,
@@ -1169,9 +1171,11 @@ impl<T: Element, B: Gemm<T>> ImageBackward<'_, T, B> {
             skewed_ld::<T>(cg),
             skewed_ld::<T>(cg),
         );
+        let ld_dx = skewed_ld::<T>(most_p);
         let (cols, rest) = workspace.split_at_mut(most_rows * most_p);
         let (cols_t, rest) = rest.split_at_mut(ld_ct * most_p);
-        let x_t = &mut rest[..ld_xt * most_p];
+        let (x_t, rest) = rest.split_at_mut(ld_xt * most_p);
+        let dx_band = &mut rest[..cg * ld_dx];
         let window = g.window();
         for grp in 0..g.groups() {
             let delta = &delta[grp * ng * ohw..][..ng * ohw];
@@ -1182,7 +1186,7 @@ impl<T: Element, B: Gemm<T>> ImageBackward<'_, T, B> {
                 let (y0, p) = (band.start, band.len() * w);
                 let x_t = &mut x_t[..ld_xt * p];
                 transpose(&x[y0 * w..], cg, p, hw, x_t, ld_xt);
-                for Range { start: f0, end: f1 } in even_parts(ng, tile.filters) {
+                for (i, Range { start: f0, end: f1 }) in even_parts(ng, tile.filters).enumerate() {
                     let (r0, rn) = (f0 * taps, (f1 - f0) * taps);
                     let cols = &mut cols[..rn * p];
                     let planes = &delta[f0 * ohw..f1 * ohw];
@@ -1198,17 +1202,26 @@ impl<T: Element, B: Gemm<T>> ImageBackward<'_, T, B> {
                         T::one(),
                         MatMut::new(&mut dw[r0..], cg, rn, rows)?,
                     )?;
-                    if let Some(dx) = dx.as_deref_mut() {
-                        // dx_band (cg x p) += W_g[:, r0..r0 + rn] (cg x rn) * cols (rn x p)
+                    if dx.is_some() {
+                        // dx_band (cg x p) (+)= W_g[:, r0..r0 + rn] (cg x rn) * cols (rn x p),
+                        // into a buffer: dx's own rows, h*w apart, share a few cache sets
+                        // when h*w is a power of two (S4: 4096), as in `skewed_ld`.
+                        let beta = if i == 0 { T::zero() } else { T::one() };
                         gemm_on(
                             self.backend,
                             parallel,
                             T::one(),
                             MatRef::new(&wt[r0 * ld_wt..], rn, cg, ld_wt)?.t(),
                             MatRef::new(cols, rn, p, p)?,
-                            T::one(),
-                            MatMut::new(&mut dx[grp * cg * hw + y0 * w..], cg, p, hw)?,
+                            beta,
+                            MatMut::new(dx_band, cg, p, ld_dx)?,
                         )?;
+                    }
+                }
+                if let Some(dx) = dx.as_deref_mut() {
+                    let dx = &mut dx[grp * cg * hw + y0 * w..];
+                    for (dst, src) in dx.chunks_mut(hw).zip(dx_band.chunks(ld_dx)) {
+                        add_assign(&mut dst[..p], &src[..p]);
                     }
                 }
             }
@@ -1297,6 +1310,15 @@ fn backward_bias<T: Element>(bias_updates: &mut [T], delta: &[T], spatial: usize
     });
 }
 
+multiversion! {
+/// `dst += src`, element by element.
+fn add_assign<T: Element>(dst: &mut [T], src: &[T]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d += s;
+    }
+}
+}
+
 /// `0..n` cut into the fewest parts of at most `most` elements, of sizes differing by at most
 /// one (64 rows in bands of at most 7: four of 7 and six of 6, not nine of 7 and one of 1).
 fn even_parts(n: usize, most: usize) -> impl Iterator<Item = Range<usize>> {
@@ -1359,11 +1381,13 @@ impl Tile {
     /// the column workspace.
     fn fits<T>(&self, g: &Geometry) -> bool {
         let p = self.band_rows * g.in_w();
-        let rows = self.filters * g.taps();
-        let per_pixel = rows + skewed_ld::<T>(rows) + skewed_ld::<T>(g.group_in());
-        per_pixel
+        let (rows, cg) = (self.filters * g.taps(), g.group_in());
+        let per_pixel = rows + skewed_ld::<T>(rows) + skewed_ld::<T>(cg);
+        let need = per_pixel
             .checked_mul(p)
-            .is_some_and(|need| need <= g.workspace_size())
+            .zip(cg.checked_mul(skewed_ld::<T>(p)))
+            .and_then(|(a, b)| a.checked_add(b));
+        need.is_some_and(|need| need <= g.workspace_size())
     }
 }
 
