@@ -1330,15 +1330,14 @@ fn even_parts(n: usize, most: usize) -> impl Iterator<Item = Range<usize>> {
 /// copy then share a core's L2 cache (1 MiB here).
 const TILE_BYTES: usize = 512 * 1024;
 /// Fewest pixels per band: the weight-gradient GEMM runs over a band's pixels, and shorter runs
-/// cost it more than the cache saves (S1: 4-row bands of 16 pixels were 25% slower).
+/// cost it more than the cache saves (S1: 4-row bands of 16 pixels were 30% slower).
 const MIN_BAND_PIXELS: usize = 256;
 /// Fewest column rows per filter block: the input-gradient GEMM runs over a block's rows.
 const MIN_BLOCK_ROWS: usize = 256;
 
 /// The tile of the column backward, or `None` to take each image whole: when its columns
-/// already fit the cache budget, when tiles would be too thin, or when a tile's columns, their
-/// transposed copy and the band's transposed input would not fit the column workspace
-/// (Darknet's size, which the layer keeps). Bands of rows over all filters where rows are long
+/// already fit the cache budget, when tiles would be too thin, or when a tile's buffers would
+/// not fit the column workspace (Darknet's size, which the layer keeps; see [`Tile::fits`]). Bands of rows over all filters where rows are long
 /// (S4), else the whole image over blocks of filters (S1).
 fn column_tiles<T>(g: &Geometry) -> Option<Tile> {
     let budget = TILE_BYTES / std::mem::size_of::<T>();
@@ -1377,8 +1376,8 @@ fn tiles_within<T>(
 }
 
 impl Tile {
-    /// Whether the tile's columns, their transposed copy and the band's transposed input fit
-    /// the column workspace.
+    /// Whether the tile's columns, their transposed copy, the band's transposed input and its
+    /// input-gradient buffer fit the column workspace.
     fn fits<T>(&self, g: &Geometry) -> bool {
         let p = self.band_rows * g.in_w();
         let (rows, cg) = (self.filters * g.taps(), g.group_in());
