@@ -1408,6 +1408,90 @@ mod tests {
             .collect()
     }
 
+    /// A training forward and a backward of `config` on whole numbers, with the column
+    /// backward by `tile` (or whole images): the output, input gradient, weight and bias
+    /// gradients, one after the other.
+    fn passes<T: Element>(config: &DeconvConfig, tile: Option<Tile>) -> Vec<T>
+    where
+        DefaultBackend: Gemm<T>,
+    {
+        let mut layer = DeconvLayer::<T, DefaultBackend>::new(config).unwrap();
+        let g = *layer.geometry();
+        let weights_t = vec![T::zero(); weights_t_len::<T>(&g)];
+        layer.plan = Plan::Columns {
+            tiles: tile.map(|tile| Tiles { tile, weights_t }),
+        };
+        let weights = whole(g.weight_count(), 1);
+        layer.weights_mut().copy_from_slice(&weights);
+        let biases = whole(g.filters(), 5);
+        layer.biases_mut().copy_from_slice(&biases);
+        let input = whole(g.batch() * g.inputs(), 2);
+        let output = layer.forward(&input, Mode::Train).unwrap().to_vec();
+        let delta = whole(g.batch() * g.outputs(), 3);
+        layer.delta_mut().copy_from_slice(&delta);
+        let mut dx = whole(input.len(), 4);
+        layer.backward(&input, Some(&mut dx)).unwrap();
+        let mut all = output;
+        all.extend(dx);
+        all.extend(layer.weight_updates());
+        all.extend(layer.bias_updates());
+        all
+    }
+
+    /// Random shapes (kernels, strides, dilations, paddings, output paddings, groups, images
+    /// up to 40 pixels wide) with a random tile that fits: the tiled backward gives exactly the
+    /// whole-image results on whole numbers, on the global pool.
+    fn tiled_random_shapes_match_whole_images<T: Element>()
+    where
+        DefaultBackend: Gemm<T>,
+    {
+        use rand::RngExt;
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut checked = 0;
+        while checked < 60 {
+            let groups = rng.random_range(1..=2);
+            let kernel = [rng.random_range(1..=4), rng.random_range(1..=4)];
+            let stride = [rng.random_range(1..=3), rng.random_range(1..=3)];
+            let dilation = [rng.random_range(1..=2), rng.random_range(1..=2)];
+            let pad = [0, 1].map(|a| rng.random_range(0..kernel[a]));
+            let op = [0, 1].map(|a| rng.random_range(0..stride[a].max(dilation[a])));
+            let (batch, c) = (rng.random_range(1..=3), groups * rng.random_range(1..=3));
+            let (h, w) = (rng.random_range(2..=10), rng.random_range(2..=40));
+            let n = groups * rng.random_range(1..=4);
+            let config = DeconvConfig::new(batch, c, h, w, n, 1)
+                .kernel_hw(kernel[0], kernel[1])
+                .stride_hw(stride[0], stride[1])
+                .dilation_hw(dilation[0], dilation[1])
+                .pad_hw(pad[0], pad[1])
+                .output_padding_hw(op[0], op[1])
+                .groups(groups)
+                .algorithm(Algorithm::Columns);
+            let Ok(g) = config.geometry() else {
+                continue;
+            };
+            let tile = Tile {
+                band_rows: rng.random_range(1..=g.in_h()),
+                filters: rng.random_range(1..=g.group_out()),
+            };
+            if !tile.fits::<T>(&g) {
+                continue;
+            }
+            let tiled = passes::<T>(&config, Some(tile));
+            assert_eq!(tiled, passes::<T>(&config, None), "{config:?} {tile:?}");
+            checked += 1;
+        }
+    }
+
+    #[test]
+    fn tiled_random_shapes_match_whole_images_f32() {
+        tiled_random_shapes_match_whole_images::<f32>();
+    }
+
+    #[test]
+    fn tiled_random_shapes_match_whole_images_f64() {
+        tiled_random_shapes_match_whole_images::<f64>();
+    }
+
     /// A layer whose column backward goes by tiles (its own im2col per tile, transposed
     /// operands) gives the whole-image results for every tile that fits, with images over
     /// threads and with one image split over threads: exactly on whole numbers, and within
@@ -1460,30 +1544,7 @@ mod tests {
             for config in &configs {
                 let config = config.clone().algorithm(Algorithm::Columns);
                 let g = config.geometry().unwrap();
-                let run = |tile: Option<Tile>| {
-                    pool.install(|| {
-                        let mut layer = DeconvLayer::<T, DefaultBackend>::new(&config).unwrap();
-                        let weights_t = vec![T::zero(); weights_t_len::<T>(&g)];
-                        layer.plan = Plan::Columns {
-                            tiles: tile.map(|tile| Tiles { tile, weights_t }),
-                        };
-                        let weights = whole(g.weight_count(), 1);
-                        layer.weights_mut().copy_from_slice(&weights);
-                        let biases = whole(g.filters(), 5);
-                        layer.biases_mut().copy_from_slice(&biases);
-                        let input = whole(g.batch() * g.inputs(), 2);
-                        let output = layer.forward(&input, Mode::Train).unwrap().to_vec();
-                        let delta = whole(g.batch() * g.outputs(), 3);
-                        layer.delta_mut().copy_from_slice(&delta);
-                        let mut dx = whole(input.len(), 4);
-                        layer.backward(&input, Some(&mut dx)).unwrap();
-                        let mut all = output;
-                        all.extend(dx);
-                        all.extend(layer.weight_updates());
-                        all.extend(layer.bias_updates());
-                        all
-                    })
-                };
+                let run = |tile: Option<Tile>| pool.install(|| passes::<T>(&config, tile));
                 let whole_images = run(None);
                 let exact = config.activation == Activation::Linear && !config.batch_normalize;
                 for band_rows in [1, 2, 3, g.in_h()] {
