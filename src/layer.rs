@@ -1636,5 +1636,22 @@ mod tests {
             })
         );
         assert_eq!(tile(s2), None);
+        // The two tiled shapes of tests/no_alloc.rs.
+        let bands = DeconvConfig::new(2, 8, 48, 48, 16, 3).stride(2).pad(1);
+        let blocks = DeconvConfig::new(2, 8, 16, 16, 128, 4).stride(2).pad(1);
+        assert_eq!(
+            tile(bands),
+            Some(Tile {
+                band_rows: 18,
+                filters: 16
+            })
+        );
+        assert_eq!(
+            tile(blocks),
+            Some(Tile {
+                band_rows: 16,
+                filters: 32
+            })
+        );
     }
 }

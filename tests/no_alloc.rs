@@ -101,6 +101,16 @@ fn check() {
             DeconvConfig::new(1, 4, 6, 5, 4, 3).groups(2).dilation(2),
             "batch 1, groups",
         ),
+        // Columns past the backward's cache budget: it goes by tiles, bands of rows here...
+        (
+            DeconvConfig::new(2, 8, 48, 48, 16, 3).stride(2).pad(1),
+            "tiles: bands of rows",
+        ),
+        // ... and blocks of filters here (16-pixel rows).
+        (
+            DeconvConfig::new(2, 8, 16, 16, 128, 4).stride(2).pad(1),
+            "tiles: blocks of filters",
+        ),
     ] {
         for bn in [false, true] {
             let config = config
