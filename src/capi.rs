@@ -1488,6 +1488,9 @@ pub unsafe extern "C" fn deconv_layer_forward(
         // SAFETY: non-null, aligned, `input_len` readable floats (caller), disjoint from
         // the layer's buffers (checked).
         let input = unsafe { std::slice::from_raw_parts(input, input_len) };
+        // The caller may have written the weights through a pointer kept from
+        // deconv_layer_buffer_mut: copies derived from them are rebuilt.
+        l.weights_may_have_changed();
         l.forward(input, mode)?;
         Ok(())
     })
@@ -1525,6 +1528,9 @@ pub unsafe extern "C" fn deconv_layer_forward_with_workspace(
         // SAFETY: non-null, aligned, writable (caller), disjoint from the layer and from
         // `input` (checked).
         let workspace = unsafe { std::slice::from_raw_parts_mut(workspace, workspace_len) };
+        // The caller may have written the weights through a pointer kept from
+        // deconv_layer_buffer_mut: copies derived from them are rebuilt.
+        l.weights_may_have_changed();
         l.forward_with_workspace(input, mode, workspace)?;
         Ok(())
     })
@@ -1579,6 +1585,9 @@ pub unsafe extern "C" fn deconv_layer_backward(
             // from `input` (checked).
             Some(unsafe { std::slice::from_raw_parts_mut(input_delta, input_delta_len) })
         };
+        // The caller may have written the weights through a pointer kept from
+        // deconv_layer_buffer_mut: copies derived from them are rebuilt.
+        l.weights_may_have_changed();
         l.backward(input, input_delta)?;
         Ok(())
     })
@@ -1633,6 +1642,9 @@ pub unsafe extern "C" fn deconv_layer_backward_with_workspace(
         // SAFETY: non-null, aligned, writable (caller), disjoint from the layer, `input` and
         // `input_delta` (checked).
         let workspace = unsafe { std::slice::from_raw_parts_mut(workspace, workspace_len) };
+        // The caller may have written the weights through a pointer kept from
+        // deconv_layer_buffer_mut: copies derived from them are rebuilt.
+        l.weights_may_have_changed();
         l.backward_with_workspace(input, input_delta, workspace)?;
         Ok(())
     })
@@ -2514,6 +2526,41 @@ mod tests {
         let b = get(layer, DECONV_BUFFER_BIASES, 1)[0];
         assert!((b - 2.1).abs() < 1e-5, "{b}");
         free(layer);
+    }
+
+    /// Weights written through a pointer kept from `deconv_layer_buffer_mut` reach the next
+    /// pass, although the layer keeps copies derived from them (here the phase packing).
+    #[test]
+    fn weights_written_through_a_kept_pointer_are_used() {
+        for algorithm in [
+            deconv_algorithm::DECONV_ALGORITHM_PHASES,
+            deconv_algorithm::DECONV_ALGORITHM_COLUMNS,
+        ] {
+            let cfg = deconv_config {
+                stride: [2, 2],
+                algorithm: algorithm as c_int,
+                ..config(1, 1, 2, 2, 1, 2)
+            };
+            let layer = create(&cfg);
+            let x = [1.0f32, 2.0, 3.0, 4.0];
+            let (mut w, mut len) = (null_mut(), 0);
+            // SAFETY: (all calls) valid pointers and lengths; `w` is used between calls only.
+            unsafe {
+                let which = DECONV_BUFFER_WEIGHTS as c_int;
+                let st = deconv_layer_buffer_mut(layer, which, &mut w, &mut len);
+                assert_eq!(st, DECONV_OK);
+                let w = std::slice::from_raw_parts_mut(w, len);
+                w.copy_from_slice(&[1.0, 2.0, 3.0, 4.0]);
+                assert_eq!(deconv_layer_forward(layer, x.as_ptr(), 4, 1), DECONV_OK);
+                let first = get(layer, DECONV_BUFFER_OUTPUT, 16);
+                w.iter_mut().for_each(|v| *v *= 2.0);
+                assert_eq!(deconv_layer_forward(layer, x.as_ptr(), 4, 1), DECONV_OK);
+                let second = get(layer, DECONV_BUFFER_OUTPUT, 16);
+                let doubled: Vec<f32> = first.iter().map(|v| 2.0 * v).collect();
+                assert_eq!(second, doubled, "{algorithm:?}");
+            }
+            free(layer);
+        }
     }
 
     #[test]

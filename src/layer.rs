@@ -168,7 +168,7 @@ pub struct DeconvLayer<T: Element = f32, B: Gemm<T> = DefaultBackend> {
     geometry: Geometry,
     backend: B,
     learning_rate_scale: T,
-    weights: Vec<T>,
+    weights: Weights<T>,
     weight_updates: Vec<T>,
     biases: Vec<T>,
     bias_updates: Vec<T>,
@@ -184,6 +184,30 @@ pub struct DeconvLayer<T: Element = f32, B: Gemm<T> = DefaultBackend> {
     last_forward: Option<Mode>,
 }
 
+/// The weights, and how many times they were handed out for writing: the copies derived from
+/// them (the phase plan's repacked weights, the tiled backward's transposed ones) are rebuilt
+/// only when this version moved. There is no `DerefMut`: every write goes through
+/// [`Weights::get_mut`], which counts it.
+#[derive(Debug, Clone)]
+struct Weights<T> {
+    data: Vec<T>,
+    version: u64,
+}
+
+impl<T> Weights<T> {
+    fn get_mut(&mut self) -> &mut [T] {
+        self.version = self.version.wrapping_add(1);
+        &mut self.data
+    }
+}
+
+impl<T> std::ops::Deref for Weights<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.data
+    }
+}
+
 /// Fewest GEMM rows per phase class for [`Algorithm::Auto`] to choose the phase decomposition.
 const MIN_PHASE_GEMM_ROWS: usize = 256;
 /// Most input channels per group for [`Algorithm::Auto`] to choose the phase decomposition.
@@ -195,22 +219,35 @@ enum Plan<T> {
     /// GEMM into columns, then col2im; the backward works through each image in tiles when
     /// `tiles` is set (see [`column_tiles`]).
     Columns { tiles: Option<Tiles<T>> },
-    /// With the weights repacked for the phase GEMMs (refreshed at every pass), and the
-    /// one-thread backward's weight gradient in that layout.
+    /// With the weights repacked for the phase GEMMs (from the weights' version
+    /// `packed_from`; repacked when they changed), and the one-thread backward's weight
+    /// gradient in that layout.
     Phases {
         plan: Box<PhasePlan>,
         packed: Vec<T>,
+        packed_from: Option<u64>,
         packed_grad: Vec<T>,
     },
 }
 
 /// The tiled column backward: its [`Tile`], and the weights transposed per group
-/// (`[group][rows][in_channels / groups]`, rows [`skewed_ld`] apart), refreshed at each
-/// backward.
+/// (`[group][rows][in_channels / groups]`, rows [`skewed_ld`] apart) from the weights' version
+/// `transposed_from` (transposed again when they changed).
 #[derive(Debug, Clone)]
 struct Tiles<T> {
     tile: Tile,
     weights_t: Vec<T>,
+    transposed_from: Option<u64>,
+}
+
+impl<T: Element> Tiles<T> {
+    fn new(g: &Geometry, tile: Tile) -> Self {
+        Tiles {
+            tile,
+            weights_t: vec![T::zero(); weights_t_len::<T>(g)],
+            transposed_from: None,
+        }
+    }
 }
 
 /// A tile of the column backward: `band_rows` rows of the input image by `filters` output
@@ -223,10 +260,7 @@ struct Tile {
 
 impl<T: Element> Plan<T> {
     fn columns(g: &Geometry) -> Self {
-        let tiles = column_tiles::<T>(g).map(|tile| Tiles {
-            tile,
-            weights_t: vec![T::zero(); weights_t_len::<T>(g)],
-        });
+        let tiles = column_tiles::<T>(g).map(|tile| Tiles::new(g, tile));
         Plan::Columns { tiles }
     }
 
@@ -235,6 +269,7 @@ impl<T: Element> Plan<T> {
             PhasePlan::new(g).map(|plan| Plan::Phases {
                 plan: Box::new(plan),
                 packed: vec![T::zero(); g.weight_count()],
+                packed_from: None,
                 packed_grad: vec![T::zero(); g.weight_count()],
             })
         };
@@ -269,6 +304,34 @@ impl<T: Element> Plan<T> {
                 }
             }
         })
+    }
+
+    /// Brings the copies of `weights` the plan keeps up to date with the weights' version: the
+    /// phase plan's repacked weights, and the tiled backward's transposed ones (the
+    /// input-gradient GEMM packs `W^T`, stored k-major, with plain copies).
+    fn refresh_weights(&mut self, weights: &Weights<T>, g: &Geometry) {
+        let current = Some(weights.version);
+        match self {
+            Plan::Phases {
+                plan,
+                packed,
+                packed_from,
+                ..
+            } if *packed_from != current => {
+                plan.pack_weights(weights, packed);
+                *packed_from = current;
+            }
+            Plan::Columns { tiles: Some(t) } if t.transposed_from != current => {
+                let (cg, rows) = (g.group_in(), g.col_rows());
+                let ld = skewed_ld::<T>(cg);
+                let per_group = weights.chunks(cg * rows);
+                for (w, wt) in per_group.zip(t.weights_t.chunks_mut(ld * rows)) {
+                    transpose(w, cg, rows, rows, wt, ld);
+                }
+                t.transposed_from = current;
+            }
+            _ => {}
+        }
     }
 
     /// Rows of the smallest phase-class GEMM (0 for columns).
@@ -361,7 +424,10 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             geometry: g,
             backend,
             learning_rate_scale: T::one(),
-            weights,
+            weights: Weights {
+                data: weights,
+                version: 0,
+            },
             weight_updates: vec![T::zero(); g.weight_count()],
             biases: vec![T::zero(); n],
             bias_updates: vec![T::zero(); n],
@@ -466,9 +532,25 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
         }
     }
 
+    /// Weights `[in_channels][filters / groups][kh][kw]` (Darknet `weights`).
+    pub fn weights(&self) -> &[T] {
+        &self.weights
+    }
+
+    /// Weights `[in_channels][filters / groups][kh][kw]` (Darknet `weights`).
+    pub fn weights_mut(&mut self) -> &mut [T] {
+        self.weights.get_mut()
+    }
+
+    /// Has the copies the layer derives from its weights rebuilt at the next pass, as after
+    /// [`weights_mut`](Self::weights_mut): for the C interface, whose callers may write the
+    /// weights through a pointer kept from an earlier call.
+    #[cfg(feature = "capi")]
+    pub(crate) fn weights_may_have_changed(&mut self) {
+        self.weights.get_mut();
+    }
+
     buffers! {
-        /// Weights `[in_channels][filters / groups][kh][kw]` (Darknet `weights`).
-        weights / weights_mut => weights;
         /// Accumulated weight gradient, descent direction (Darknet `weight_updates`).
         weight_updates / weight_updates_mut => weight_updates;
         /// Biases, one per filter (Darknet `biases`; with batch norm, the shift after scaling).
@@ -561,9 +643,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
         }
         self.last_forward = None;
         let ohw = g.out_area();
-        if let Plan::Phases { plan, packed, .. } = &mut self.plan {
-            plan.pack_weights(&self.weights, packed);
-        }
+        self.plan.refresh_weights(&self.weights, &g);
         let activation = self.config.activation;
         if let (Some(bn), Mode::Inference) = (&mut self.bn, mode) {
             bn.set_inference_affine(&self.biases);
@@ -704,25 +784,19 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             }
         }
         let slot = self.plan.slot_size(&g);
+        self.plan.refresh_weights(&self.weights, &g);
         let mut tiles = None;
         let packed_grad = match &mut self.plan {
             Plan::Phases {
                 plan,
                 packed,
                 packed_grad,
+                ..
             } => {
-                plan.pack_weights(&self.weights, packed);
                 packed_grad.fill(T::zero());
                 Some((&**plan, &packed[..], packed_grad))
             }
             Plan::Columns { tiles: Some(t) } => {
-                // The input-gradient GEMM packs W^T (rows x cg, stored k-major) with plain copies.
-                let (cg, rows) = (g.group_in(), g.col_rows());
-                let ld = skewed_ld::<T>(cg);
-                let per_group = self.weights.chunks(cg * rows);
-                for (w, wt) in per_group.zip(t.weights_t.chunks_mut(ld * rows)) {
-                    transpose(w, cg, rows, rows, wt, ld);
-                }
                 tiles = Some((t.tile, &t.weights_t[..]));
                 None
             }
@@ -868,7 +942,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
                 let decay = -args.decay * batch;
                 self.weight_updates
                     .par_iter_mut()
-                    .zip(self.weights.par_iter_mut())
+                    .zip(self.weights.get_mut().par_iter_mut())
                     .for_each(|(u, w)| {
                         *u += decay * *w;
                         *w += lr / batch * *u;
@@ -896,7 +970,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
                     correction2: T::one() - beta2.powi(adam.step as i32),
                 };
                 rule.apply(
-                    &mut self.weights,
+                    self.weights.get_mut(),
                     &mut self.weight_updates,
                     &mut adam.weights,
                 );
@@ -952,7 +1026,8 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             1.0 - (i as f64 - center).abs() / f
         };
         let [kh, kw] = g.kernel();
-        self.weights.fill(T::zero());
+        let weights = self.weights.get_mut();
+        weights.fill(T::zero());
         for ch in 0..g.in_channels().min(g.filters()) {
             let group = ch / g.group_in();
             if ch / g.group_out() != group {
@@ -962,7 +1037,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             let base = (ch * g.group_out() + local_out) * kh * kw;
             for i in 0..kh {
                 for j in 0..kw {
-                    self.weights[base + i * kw + j] = T::of(profile(kh, i) * profile(kw, j));
+                    weights[base + i * kw + j] = T::of(profile(kh, i) * profile(kw, j));
                 }
             }
         }
@@ -991,7 +1066,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             .map(|i| bn.scales[i] / (bn.rolling_variance[i].sqrt() + T::of(EPSILON)))
             .collect();
         let (ng, taps) = (g.group_out(), g.taps());
-        for (row, w) in self.weights.chunks_mut(taps).enumerate() {
+        for (row, w) in self.weights.get_mut().chunks_mut(taps).enumerate() {
             // Row = (c, local filter); its filter is local + group(c) * ng.
             let (c, local) = (row / ng, row % ng);
             let filter = c / g.group_in() * ng + local;
@@ -1417,9 +1492,8 @@ mod tests {
     {
         let mut layer = DeconvLayer::<T, DefaultBackend>::new(config).unwrap();
         let g = *layer.geometry();
-        let weights_t = vec![T::zero(); weights_t_len::<T>(&g)];
         layer.plan = Plan::Columns {
-            tiles: tile.map(|tile| Tiles { tile, weights_t }),
+            tiles: tile.map(|tile| Tiles::new(&g, tile)),
         };
         let weights = whole(g.weight_count(), 1);
         layer.weights_mut().copy_from_slice(&weights);
@@ -1608,6 +1682,95 @@ mod tests {
                 let sizes = parts.iter().map(|p| p.len());
                 let (lo, hi) = (sizes.clone().min(), sizes.max());
                 assert!(hi.unwrap_or(0) - lo.unwrap_or(0) <= 1);
+            }
+        }
+    }
+
+    /// The copies derived from the weights (phase packing, tiled W^T), cached across passes,
+    /// follow every way the weights change: after each change, forward and backward equal those
+    /// of a new layer given the changed parameters.
+    #[test]
+    fn derived_weights_follow_every_change() {
+        let phases = DeconvConfig::new(2, 3, 5, 6, 4, 4)
+            .stride(2)
+            .pad(1)
+            .algorithm(Algorithm::Phases);
+        let tiled = DeconvConfig::new(2, 3, 9, 34, 4, 3)
+            .stride(2)
+            .pad(1)
+            .algorithm(Algorithm::Columns);
+        let tile = Tile {
+            band_rows: 2,
+            filters: 4,
+        };
+        let build = |config: &DeconvConfig, tiles: bool| {
+            let mut layer = DeconvLayer::<f64, DefaultBackend>::new(config).unwrap();
+            if tiles {
+                let g = *layer.geometry();
+                assert!(tile.fits::<f64>(&g));
+                layer.plan = Plan::Columns {
+                    tiles: Some(Tiles::new(&g, tile)),
+                };
+            }
+            layer
+        };
+        for (config, tiles) in [(phases, false), (tiled, true)] {
+            for change in 0..5 {
+                let config = config
+                    .clone()
+                    .adam(change == 2)
+                    .batch_normalize(change == 3);
+                let mut a = build(&config, tiles);
+                let g = *a.geometry();
+                let input = whole::<f64>(g.batch() * g.inputs(), 2);
+                let mut dx = vec![0.0; input.len()];
+                a.forward(&input, Mode::Train).unwrap();
+                a.delta_mut().fill(0.25);
+                a.backward(&input, Some(&mut dx)).unwrap();
+                a.weight_updates_mut().fill(0.5);
+                let after = match change {
+                    0 => {
+                        a.weights_mut()[1] += 1.0;
+                        config
+                    }
+                    1 => {
+                        a.update(&UpdateArgs::sgd(0.1, 0.9, 0.0, 1)).unwrap();
+                        config
+                    }
+                    2 => {
+                        let mut args = UpdateArgs::sgd(0.1, 0.9, 0.0, 1);
+                        args.optimizer = Optimizer::adam();
+                        a.update(&args).unwrap();
+                        config
+                    }
+                    3 => {
+                        a.denormalize().unwrap();
+                        config.batch_normalize(false)
+                    }
+                    _ => {
+                        a.bilinear_init();
+                        config
+                    }
+                };
+                let mut b = build(&after, tiles);
+                b.weights_mut().copy_from_slice(a.weights());
+                b.biases_mut().copy_from_slice(a.biases());
+                let out_a = a.forward(&input, Mode::Inference).unwrap().to_vec();
+                let out_b = b.forward(&input, Mode::Inference).unwrap().to_vec();
+                assert_eq!(out_a, out_b, "forward after change {change}, tiles {tiles}");
+                let mut dx_b = vec![0.0; input.len()];
+                dx.fill(0.0);
+                for (layer, dx) in [(&mut a, &mut dx), (&mut b, &mut dx_b)] {
+                    if !layer.batch_normalize() {
+                        layer.forward(&input, Mode::Train).unwrap();
+                        layer.delta_mut().fill(0.25);
+                        layer.backward(&input, Some(dx)).unwrap();
+                    }
+                }
+                assert_eq!(
+                    dx, dx_b,
+                    "input gradient after change {change}, tiles {tiles}"
+                );
             }
         }
     }

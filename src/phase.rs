@@ -9,9 +9,9 @@
 //! Per image: the input is copied once into `B`, rows `(ty, tx, c)` of shifted planes over the
 //! `q` grid (an im2col with the `ceil(k / s)`-tap "shift kernel"); phases with the same number
 //! of taps per axis form a class that shares `B`, so each class is one GEMM (or one per `ty`)
-//! `Z = A_class * B` with the phases stacked in `M` and the taps stacked in `K`; the weights are
-//! repacked into the `A` matrices once per call. Finally each phase's rows of `Z` are stored at
-//! their strided output pixels, with bias and activation applied on the way.
+//! `Z = A_class * B` with the phases stacked in `M` and the taps stacked in `K`; the weights
+//! are repacked into the `A` matrices when they change. Finally each phase's rows of `Z` are
+//! stored at their strided output pixels, with bias and activation applied on the way.
 
 use crate::activation::{Activation, Epilogue};
 use crate::backend::{Gemm, MatMut, MatRef, gemm_on};
