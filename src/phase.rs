@@ -533,6 +533,14 @@ impl PhasePlan {
                 let z = &mut z[..m * n_grid];
                 let k_row = tx_n * cg; // A columns per ty
                 let k = ty_n * k_row;
+                if k > 0 && class.full_rows.iter().all(Option::is_some) {
+                    let a = &a_all[class.a_offset..][..m * k];
+                    let by_rows = ByRows { a, b, z, k };
+                    self.forward_class_by_rows(
+                        backend, class, by_rows, out, grp, parallel, &epilogue,
+                    )?;
+                    continue;
+                }
                 if k > 0 {
                     let a = &a_all[class.a_offset..][..m * k];
                     let steps = class.gemm_steps(xa.t_max);
@@ -600,6 +608,80 @@ impl PhasePlan {
         }
         Ok(())
     }
+
+    /// [`forward_image`](Self::forward_image) for a class that fills whole output rows for
+    /// every `ry` (S3: one class, kernel a multiple of the stride): one GEMM per `ry` into the
+    /// `stride_x` phases' rows of `Z` only, whose output rows are then stored while that part
+    /// of `Z` is in cache (all of `Z` for S3, 1.5 MB an image, is not).
+    #[allow(clippy::too_many_arguments)]
+    fn forward_class_by_rows<T: Element, B: Gemm<T>>(
+        &self,
+        backend: &B,
+        class: &Class,
+        ByRows { a, b, z, k }: ByRows<'_, T>,
+        out: &mut [T],
+        grp: usize,
+        parallel: bool,
+        epilogue: &Option<Epilogue<'_, T>>,
+    ) -> Result<()> {
+        let (cg, ng) = (self.group_in, self.group_out);
+        let (y, xa) = (&self.y, &self.x);
+        let n_grid = y.q_len * xa.q_len;
+        let ohw = y.out * xa.out;
+        let steps = class.gemm_steps(xa.t_max);
+        let k_step = k / steps;
+        let skip = xa.pad.saturating_sub(xa.q_lo * xa.stride);
+        let rows = xa.stride * ng; // Z rows of one ry: its stride_x phases, ng filters each
+        for (ry, p0) in class.full_rows.iter().enumerate() {
+            let Some(p0) = *p0 else { continue };
+            let a = &a[p0 * ng * k..][..rows * k];
+            let z = &mut z[..rows * n_grid];
+            for step in 0..steps {
+                let am = MatRef::new(&a[step * k_step..], rows, k_step, k)?;
+                let b_rows = &b[step * xa.t_max * cg * n_grid..];
+                let bm = MatRef::new(b_rows, k_step, n_grid, n_grid)?;
+                let beta = if step == 0 { T::zero() } else { T::one() };
+                let c = MatMut::new(z, rows, n_grid, n_grid)?;
+                gemm_on(backend, parallel, T::one(), am, bm, beta, c)?;
+            }
+            let z = &*z;
+            let store = |(n, plane): (usize, &mut [T])| {
+                let (mul, bias, act) = match epilogue {
+                    Some(e) => {
+                        let (mul, add) = e.coefficients(grp * ng + n);
+                        (mul, add, e.activation)
+                    }
+                    None => (T::one(), T::zero(), Activation::Linear),
+                };
+                let mut row = [T::zero(); STORE_ROW];
+                let row = &mut row[..xa.q_len * xa.stride];
+                for qy in y.q_range(ry) {
+                    let line = &mut plane[y.out_index(qy, ry) * xa.out..][..xa.out];
+                    // Row element (q - q_lo) * stride + rx is phase rx's Z at q: the transpose
+                    // of the row's stride_x phase rows (ng * n_grid apart).
+                    let zl = &z[n * n_grid + (qy - y.q_lo) * xa.q_len..];
+                    transpose(zl, xa.stride, xa.q_len, ng * n_grid, row, xa.stride);
+                    line.copy_from_slice(&row[skip..skip + xa.out]);
+                    act.affine_slice(line, mul, bias);
+                }
+            };
+            if parallel {
+                out.par_chunks_mut(ohw).enumerate().for_each(store);
+            } else {
+                out.chunks_mut(ohw).enumerate().for_each(store);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One class's operands for [`PhasePlan::forward_class_by_rows`]: its packed weights `a`
+/// (`k` columns), the image's `b` and the `z` buffer.
+struct ByRows<'a, T> {
+    a: &'a [T],
+    b: &'a [T],
+    z: &'a mut [T],
+    k: usize,
 }
 
 #[cfg(test)]
