@@ -543,26 +543,11 @@ impl PhasePlan {
                 }
                 if k > 0 {
                     let a = &a_all[class.a_offset..][..m * k];
-                    let steps = class.gemm_steps(xa.t_max);
-                    let k_step = k / steps;
-                    for step in 0..steps {
-                        let a = MatRef::new(&a[step * k_step..], m, k_step, k)?;
-                        let b_rows = &b[step * xa.t_max * cg * n_grid..];
-                        let bm = MatRef::new(b_rows, k_step, n_grid, n_grid)?;
-                        let beta = if step == 0 { T::zero() } else { T::one() };
-                        let c = MatMut::new(z, m, n_grid, n_grid)?;
-                        gemm_on(backend, parallel, T::one(), a, bm, beta, c)?;
-                    }
+                    self.class_gemm(backend, class, a, k, b, z, parallel)?;
                 }
                 let z = &*z;
                 let store = |(n, plane): (usize, &mut [T])| {
-                    let (mul, bias, act) = match &epilogue {
-                        Some(e) => {
-                            let (mul, add) = e.coefficients(grp * ng + n);
-                            (mul, add, e.activation)
-                        }
-                        None => (T::one(), T::zero(), Activation::Linear),
-                    };
+                    let (mul, bias, act) = coefficients(&epilogue, grp * ng + n);
                     let mut row = [T::zero(); STORE_ROW];
                     let skip = xa.pad.saturating_sub(xa.q_lo * xa.stride);
                     // Row by row, so each output row is finished while it is in cache (phase
@@ -624,35 +609,20 @@ impl PhasePlan {
         parallel: bool,
         epilogue: &Option<Epilogue<'_, T>>,
     ) -> Result<()> {
-        let (cg, ng) = (self.group_in, self.group_out);
+        let ng = self.group_out;
         let (y, xa) = (&self.y, &self.x);
         let n_grid = y.q_len * xa.q_len;
         let ohw = y.out * xa.out;
-        let steps = class.gemm_steps(xa.t_max);
-        let k_step = k / steps;
         let skip = xa.pad.saturating_sub(xa.q_lo * xa.stride);
         let rows = xa.stride * ng; // Z rows of one ry: its stride_x phases, ng filters each
         for (ry, p0) in class.full_rows.iter().enumerate() {
             let Some(p0) = *p0 else { continue };
             let a = &a[p0 * ng * k..][..rows * k];
             let z = &mut z[..rows * n_grid];
-            for step in 0..steps {
-                let am = MatRef::new(&a[step * k_step..], rows, k_step, k)?;
-                let b_rows = &b[step * xa.t_max * cg * n_grid..];
-                let bm = MatRef::new(b_rows, k_step, n_grid, n_grid)?;
-                let beta = if step == 0 { T::zero() } else { T::one() };
-                let c = MatMut::new(z, rows, n_grid, n_grid)?;
-                gemm_on(backend, parallel, T::one(), am, bm, beta, c)?;
-            }
+            self.class_gemm(backend, class, a, k, b, z, parallel)?;
             let z = &*z;
             let store = |(n, plane): (usize, &mut [T])| {
-                let (mul, bias, act) = match epilogue {
-                    Some(e) => {
-                        let (mul, add) = e.coefficients(grp * ng + n);
-                        (mul, add, e.activation)
-                    }
-                    None => (T::one(), T::zero(), Activation::Linear),
-                };
+                let (mul, bias, act) = coefficients(epilogue, grp * ng + n);
                 let mut row = [T::zero(); STORE_ROW];
                 let row = &mut row[..xa.q_len * xa.stride];
                 for qy in y.q_range(ry) {
@@ -672,6 +642,45 @@ impl PhasePlan {
             }
         }
         Ok(())
+    }
+
+    /// `Z = A * B` for rows of a class's `A` (`k` columns) and the image's `B`, in the class's
+    /// GEMM steps ([`Class::gemm_steps`]).
+    #[allow(clippy::too_many_arguments)]
+    fn class_gemm<T: Element, B: Gemm<T>>(
+        &self,
+        backend: &B,
+        class: &Class,
+        a: &[T],
+        k: usize,
+        b: &[T],
+        z: &mut [T],
+        parallel: bool,
+    ) -> Result<()> {
+        let (cg, n_grid) = (self.group_in, self.y.q_len * self.x.q_len);
+        let rows = a.len() / k;
+        let steps = class.gemm_steps(self.x.t_max);
+        let k_step = k / steps;
+        for step in 0..steps {
+            let am = MatRef::new(&a[step * k_step..], rows, k_step, k)?;
+            let b_rows = &b[step * self.x.t_max * cg * n_grid..];
+            let bm = MatRef::new(b_rows, k_step, n_grid, n_grid)?;
+            let beta = if step == 0 { T::zero() } else { T::one() };
+            let c = MatMut::new(&mut z[..rows * n_grid], rows, n_grid, n_grid)?;
+            gemm_on(backend, parallel, T::one(), am, bm, beta, c)?;
+        }
+        Ok(())
+    }
+}
+
+/// `(mul, add, activation)` of channel `f` in `epilogue`; the raw sums without one.
+fn coefficients<T: Element>(epilogue: &Option<Epilogue<'_, T>>, f: usize) -> (T, T, Activation) {
+    match epilogue {
+        Some(e) => {
+            let (mul, add) = e.coefficients(f);
+            (mul, add, e.activation)
+        }
+        None => (T::one(), T::zero(), Activation::Linear),
     }
 }
 
