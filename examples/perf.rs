@@ -84,16 +84,11 @@ fn parse_args() -> Result<Options, String> {
 
 /// Median seconds of `reps` calls of `f`, after one warm-up call.
 fn time(reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut t: Vec<f64> = (0..reps)
-        .map(|_| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[reps / 2]
+    time_sum(reps, || {
+        let start = Instant::now();
+        f();
+        start.elapsed().as_secs_f64()
+    })
 }
 
 /// Median of `reps` runs of `f`, which returns the seconds it timed, after one warm-up run.

@@ -119,6 +119,16 @@ struct Class {
 }
 
 impl Class {
+    /// Whether every output row this class has phases in is one it fills entirely
+    /// ([`full_rows`](Self::full_rows)); the forward then goes one `ry` at a time
+    /// ([`PhasePlan::forward_class_by_rows`]). A class's rows are all full or none are: which
+    /// `rx` a class holds does not depend on `ry`.
+    fn fills_its_rows(&self) -> bool {
+        let mut rows = self.by_row.iter().zip(&self.full_rows);
+        self.full_rows.iter().any(Option::is_some)
+            && rows.all(|(row, full)| row.is_empty() || full.is_some())
+    }
+
     /// GEMMs per class product: one when the class uses every horizontal tap (its rows of `B`
     /// are contiguous), else one per vertical tap.
     fn gemm_steps(&self, t_max_x: usize) -> usize {
@@ -533,7 +543,7 @@ impl PhasePlan {
                 let z = &mut z[..m * n_grid];
                 let k_row = tx_n * cg; // A columns per ty
                 let k = ty_n * k_row;
-                if k > 0 && class.full_rows.iter().all(Option::is_some) {
+                if k > 0 && class.fills_its_rows() {
                     let a = &a_all[class.a_offset..][..m * k];
                     let by_rows = ByRows { a, b, z, k };
                     self.forward_class_by_rows(
@@ -548,23 +558,11 @@ impl PhasePlan {
                 let z = &*z;
                 let store = |(n, plane): (usize, &mut [T])| {
                     let (mul, bias, act) = coefficients(&epilogue, grp * ng + n);
-                    let mut row = [T::zero(); STORE_ROW];
-                    let skip = xa.pad.saturating_sub(xa.q_lo * xa.stride);
                     // Row by row, so each output row is finished while it is in cache (phase
                     // by phase would sweep the whole plane once per phase).
                     for (oy, line) in plane.chunks_mut(xa.out).enumerate() {
                         let ry = (oy + y.pad) % y.stride;
                         let qy = (oy + y.pad) / y.stride;
-                        if let (Some(p0), true) = (class.full_rows[ry], k > 0) {
-                            // Row element (q - q_lo) * stride + rx is phase rx's Z at q: the
-                            // transpose of the row's stride_x phase rows (ng * n_grid apart).
-                            let zl = &z[(p0 * ng + n) * n_grid + (qy - y.q_lo) * xa.q_len..];
-                            let row = &mut row[..xa.q_len * xa.stride];
-                            transpose(zl, xa.stride, xa.q_len, ng * n_grid, row, xa.stride);
-                            line.copy_from_slice(&row[skip..skip + xa.out]);
-                            act.affine_slice(line, mul, bias);
-                            continue;
-                        }
                         for (p, first, xs) in &class.by_row[ry] {
                             let dst = line[*first..].iter_mut().step_by(xa.stride);
                             if k == 0 {
@@ -595,8 +593,9 @@ impl PhasePlan {
     }
 
     /// [`forward_image`](Self::forward_image) for a class that fills whole output rows for
-    /// every `ry` (S3: one class, kernel a multiple of the stride): one GEMM per `ry` into the
-    /// `stride_x` phases' rows of `Z` only, whose output rows are then stored while that part
+    /// every `ry` it has phases in (S3: one class, kernel a multiple of the stride; kernel 3
+    /// high and 4 wide, stride 2: two classes, each with every other `ry`): one GEMM per `ry`
+    /// into the `stride_x` phases' rows of `Z` only, whose output rows are then stored while that part
     /// of `Z` is in cache (all of `Z` for S3, 1.5 MB an image, is not).
     #[allow(clippy::too_many_arguments)]
     fn forward_class_by_rows<T: Element, B: Gemm<T>>(
@@ -697,6 +696,38 @@ struct ByRows<'a, T> {
 mod tests {
     use super::*;
     use crate::config::DeconvConfig;
+
+    /// A class fills all the output rows it has phases in or none of them (the forward relies
+    /// on it to take every class that can go row by row that way), and classes that fill rows
+    /// exist also where the kernel's height is not a multiple of the stride.
+    #[test]
+    fn classes_fill_all_their_rows_or_none() {
+        let mut partial_ry = 0;
+        for (kh, kw) in (1..=5).flat_map(|kh| (1..=5).map(move |kw| (kh, kw))) {
+            for (sh, sw) in (1..=3).flat_map(|sh| (1..=3).map(move |sw| (sh, sw))) {
+                for pad in 0..kh.min(kw) {
+                    let config = DeconvConfig::new(1, 2, 6, 7, 3, 1)
+                        .kernel_hw(kh, kw)
+                        .stride_hw(sh, sw)
+                        .pad(pad);
+                    let Some(plan) = config.geometry().ok().and_then(|g| PhasePlan::new(&g)) else {
+                        continue;
+                    };
+                    for class in &plan.classes {
+                        let rows = class.by_row.iter().zip(&class.full_rows);
+                        let full = rows.clone().filter(|(r, f)| !r.is_empty() && f.is_some());
+                        let used = rows.filter(|(r, _)| !r.is_empty()).count();
+                        let full = full.count();
+                        assert!(full == 0 || full == used, "{config:?} {:?}", class.taps);
+                        if class.fills_its_rows() && used < sh {
+                            partial_ry += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(partial_ry > 0);
+    }
 
     #[test]
     fn gemm_flops_match_the_nominal_count_up_to_the_grid_margin() {
