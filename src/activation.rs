@@ -59,7 +59,6 @@ const SELU_ALPHA: f64 = 1.6732;
 /// λ·α, SELU's negative saturation magnitude and its slope at `0⁻`.
 const SELU_LAMBDA_ALPHA: f64 = SELU_LAMBDA * SELU_ALPHA;
 
-/// Slices longer than this are processed in parallel.
 /// Runs `$body` with `$a` bound to a constant equal to `$act`: one copy of `$body` per
 /// activation, so that `$a.activate(..)` folds to its formula inside loops.
 macro_rules! with_const {
@@ -125,6 +124,7 @@ macro_rules! with_const {
     };
 }
 
+/// Slices longer than this are processed in parallel.
 const PAR_THRESHOLD: usize = 1 << 15;
 /// Elements per rayon task.
 const PAR_CHUNK: usize = 4096;
