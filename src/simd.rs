@@ -28,15 +28,12 @@ macro_rules! multiversion {
                 fn avx2<$t: Element>($($arg: $ty),*) -> $ret {
                     body($($arg),*)
                 }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: `avx512` needs only AVX-512F, which the CPU has (checked above).
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: `avx2` needs only AVX2 and FMA, which the CPU has (checked above).
-                    return unsafe { avx2($($arg),*) };
+                match $crate::simd::level() {
+                    // SAFETY: `avx512` needs only AVX-512F, which `level` found on the CPU.
+                    $crate::simd::Level::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: `avx2` needs only AVX2 and FMA, which `level` found on the CPU.
+                    $crate::simd::Level::Avx2 => return unsafe { avx2($($arg),*) },
+                    $crate::simd::Level::Baseline => {}
                 }
             }
             body($($arg),*)
@@ -44,3 +41,49 @@ macro_rules! multiversion {
     };
 }
 pub(crate) use multiversion;
+
+/// The instruction sets [`multiversion!`] compiles a body for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Level {
+    /// AVX-512F.
+    Avx512,
+    /// AVX2 and FMA.
+    Avx2,
+    /// The target's baseline (SSE2 on x86-64).
+    Baseline,
+}
+
+/// The widest [`Level`] this CPU supports (std caches the CPUID reads).
+#[inline]
+pub(crate) fn level() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Level::Avx512;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Level::Avx2;
+        }
+    }
+    Level::Baseline
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `.ci/run` runs the tests a second and third time under qemu, with CPU models that lack
+    /// AVX-512 and AVX, so that the AVX2 and baseline bodies are tested too. It sets
+    /// `DECONV_EXPECT_ISA` (`avx2`, `baseline`) to the level it means to test: were the emulated
+    /// CPU another, those runs would silently test the wrong bodies. Without the variable, this
+    /// only prints the level.
+    #[test]
+    fn instruction_set_is_the_one_ci_asks_for() {
+        let found = format!("{:?}", level()).to_lowercase();
+        match std::env::var("DECONV_EXPECT_ISA") {
+            Ok(expected) => assert_eq!(found, expected, "the CPU is not the one CI asks for"),
+            Err(_) => eprintln!("vector instructions in use: {found}"),
+        }
+    }
+}
