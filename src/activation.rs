@@ -504,12 +504,65 @@ fn affine_kernel<T: Element>(act: Activation, data: &mut [T], mul: T, add: T) {
 
 impl Activation {
     /// [`gradient_slice`](Self::gradient_slice) on one plane, serially, without the length
-    /// check (the caller passes equal lengths).
+    /// check (the caller passes equal lengths). The reference for the fused kernel below.
+    #[cfg(test)]
     pub(crate) fn gradient_plane<T: Element>(self, output: &[T], delta: &mut [T]) {
         if self != Activation::Linear {
             gradient_kernel(self, output, delta);
         }
     }
+}
+
+impl Activation {
+    /// `delta *= act'(output)` on one plane, then `(sum(delta), sum(delta * x))` in the
+    /// accumulation order of [`reduce::sum_and_dot`](crate::reduce::sum_and_dot) (so the same
+    /// bits as [`gradient_plane`](Self::gradient_plane) followed by it): one pass over the three
+    /// planes, where the two calls read `delta` twice.
+    pub(crate) fn gradient_sum_and_dot<T: Element>(
+        self,
+        output: &[T],
+        delta: &mut [T],
+        x: &[T],
+    ) -> (T, T) {
+        gradient_sum_and_dot_kernel(self, output, delta, x)
+    }
+}
+
+multiversion! {
+fn gradient_sum_and_dot_kernel<T: Element>(
+    act: Activation,
+    output: &[T],
+    delta: &mut [T],
+    x: &[T],
+) -> (T, T) {
+    const LANES: usize = crate::reduce::LANES;
+    let n = delta.len().min(output.len()).min(x.len());
+    let (output, delta, x) = (&output[..n], &mut delta[..n], &x[..n]);
+    let full = n - n % LANES;
+    let mut s = [T::zero(); LANES];
+    let mut d = [T::zero(); LANES];
+    with_const!(act, A => {
+        let chunks = delta[..full]
+            .chunks_exact_mut(LANES)
+            .zip(output[..full].chunks_exact(LANES))
+            .zip(x[..full].chunks_exact(LANES));
+        for ((cd, cy), cx) in chunks {
+            for i in 0..LANES {
+                cd[i] *= A.gradient(cy[i]);
+                s[i] += cd[i];
+                d[i] += cd[i] * cx[i];
+            }
+        }
+        let mut s_tot = s.iter().copied().sum::<T>();
+        let mut d_tot = d.iter().copied().sum::<T>();
+        for ((v, &y), &xv) in delta[full..].iter_mut().zip(&output[full..]).zip(&x[full..]) {
+            *v *= A.gradient(y);
+            s_tot += *v;
+            d_tot += *v * xv;
+        }
+        (s_tot, d_tot)
+    })
+}
 }
 
 multiversion! {
@@ -562,6 +615,35 @@ impl FromStr for Activation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fused backward pass of batch norm's sums gives the same bits as its two parts.
+    #[test]
+    fn fused_gradient_sums_equal_gradient_then_sums() {
+        fn check<T: Element + std::fmt::Debug>(to_bits: fn(T) -> u64) {
+            for act in Activation::ALL {
+                for len in [0, 1, 7, 8, 9, 63, 64, 1003] {
+                    let value = |i: usize, k: f64| T::of(((i as f64 + 0.3) * k).sin() * 3.0);
+                    let y: Vec<T> = (0..len).map(|i| act.activate(value(i, 0.7))).collect();
+                    let d: Vec<T> = (0..len).map(|i| value(i, 1.3)).collect();
+                    let x: Vec<T> = (0..len).map(|i| value(i, 0.9)).collect();
+                    let mut want = d.clone();
+                    act.gradient_plane(&y, &mut want);
+                    let want_sums = crate::reduce::sum_and_dot(&want, &x);
+                    let mut got = d.clone();
+                    let got_sums = act.gradient_sum_and_dot(&y, &mut got, &x);
+                    let bits = |v: &[T]| v.iter().map(|&t| to_bits(t)).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&want), "{act} len {len}: delta");
+                    assert_eq!(
+                        (to_bits(got_sums.0), to_bits(got_sums.1)),
+                        (to_bits(want_sums.0), to_bits(want_sums.1)),
+                        "{act} len {len}: sums"
+                    );
+                }
+            }
+        }
+        check::<f32>(|v| u64::from(v.to_bits()));
+        check::<f64>(f64::to_bits);
+    }
 
     /// Finite-difference step: small enough for ~1e-9 truncation error, large enough that
     /// rounding (~1e-12) stays far below the 1e-6 tolerance.

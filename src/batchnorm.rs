@@ -12,7 +12,7 @@
 
 use crate::activation::Activation;
 use crate::element::Element;
-use crate::reduce::{sum, sum_and_dot, sum_sq_dev};
+use crate::reduce::{sum, sum_sq_dev};
 use crate::simd::multiversion;
 use rayon::prelude::*;
 
@@ -150,10 +150,7 @@ impl<T: Element> BatchNorm<T> {
             .zip(output.par_chunks(spatial))
             .zip(self.x_norm.par_chunks(spatial))
             .zip(self.plane_stats.par_iter_mut())
-            .for_each(|(((d, y), x), s)| {
-                activation.gradient_plane(y, d);
-                *s = sum_and_dot(d, x);
-            });
+            .for_each(|(((d, y), x), s)| *s = activation.gradient_sum_and_dot(y, d, x));
         for (f, s) in self.sums.iter_mut().enumerate() {
             *s = (T::zero(), T::zero());
             for &(a, b) in self.plane_stats.iter().skip(f).step_by(channels) {

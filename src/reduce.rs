@@ -5,7 +5,9 @@
 use crate::element::Element;
 use crate::simd::multiversion;
 
-const LANES: usize = 8;
+/// Independent accumulators per sum (also used by the fused kernels that must sum in the same
+/// order).
+pub(crate) const LANES: usize = 8;
 
 multiversion! {
 /// `sum(x)`.
@@ -39,7 +41,9 @@ pub(crate) fn sum_sq_dev<T: Element>(x: &[T], m: T) -> T {
 }
 
 multiversion! {
-/// `(sum(a), sum(a * b))`.
+/// `(sum(a), sum(a * b))`: the reference that `Activation::gradient_sum_and_dot`, which fuses
+/// it with the activation's gradient, is tested against.
+#[cfg(test)]
 pub(crate) fn sum_and_dot<T: Element>(a: &[T], b: &[T]) -> (T, T) {
     let mut s = [T::zero(); LANES];
     let mut d = [T::zero(); LANES];
