@@ -528,6 +528,38 @@ impl Activation {
     }
 }
 
+impl Activation {
+    /// Batch norm's training normalization of one plane: `norm = x * inv + shift` (kept for
+    /// backward), then `x = act(norm * mul + add)`, in one pass; the same bits as the
+    /// normalization followed by [`affine_slice`](Self::affine_slice).
+    pub(crate) fn normalize_affine<T: Element>(
+        self,
+        x: &mut [T],
+        norm: &mut [T],
+        (inv, shift): (T, T),
+        (mul, add): (T, T),
+    ) {
+        normalize_affine_kernel(self, x, norm, inv, shift, mul, add);
+    }
+}
+
+multiversion! {
+fn normalize_affine_kernel<T: Element>(
+    act: Activation,
+    x: &mut [T],
+    norm: &mut [T],
+    inv: T,
+    shift: T,
+    mul: T,
+    add: T,
+) {
+    with_const!(act, A => for (v, n) in x.iter_mut().zip(norm.iter_mut()) {
+        *n = *v * inv + shift;
+        *v = A.activate(*n * mul + add);
+    })
+}
+}
+
 multiversion! {
 fn gradient_sum_and_dot_kernel<T: Element>(
     act: Activation,

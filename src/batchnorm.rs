@@ -105,8 +105,8 @@ impl<T: Element> BatchNorm<T> {
             .for_each(|(p, (plane, norm))| {
                 let f = p % channels;
                 let inv = (var[f].sqrt() + T::of(EPSILON)).recip();
-                normalize_kernel(plane, norm, inv, -mean[f] * inv);
-                activation.affine_slice(plane, scales[f], biases[f]);
+                let normalize = (inv, -mean[f] * inv);
+                activation.normalize_affine(plane, norm, normalize, (scales[f], biases[f]));
             });
     }
 
@@ -209,7 +209,9 @@ impl<T: Element> BatchNorm<T> {
 }
 
 multiversion! {
-/// `norm = x * inv + shift`, then `x = norm` (the layer's activation follows).
+/// `norm = x * inv + shift`, then `x = norm`: with `affine_slice` after it, the reference that
+/// the fused `Activation::normalize_affine` is tested against.
+#[cfg(test)]
 fn normalize_kernel<T: Element>(x: &mut [T], norm: &mut [T], inv: T, shift: T) {
     for (n, v) in norm.iter_mut().zip(x.iter_mut()) {
         *n = *v * inv + shift;
@@ -272,6 +274,32 @@ pub fn channel_stats<T: Element>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fused normalization gives the same bits as normalizing, then the affine map and
+    /// activation.
+    #[test]
+    fn fused_normalize_equals_normalize_then_affine() {
+        fn check<T: Element>(to_bits: fn(T) -> u64) {
+            for act in Activation::ALL {
+                for len in [0, 1, 7, 8, 9, 64, 1003] {
+                    let x: Vec<T> = (0..len)
+                        .map(|i| T::of(((i as f64 + 0.3) * 0.7).sin() * 5.0 + 1.0))
+                        .collect();
+                    let (inv, shift, mul, add) = (T::of(0.8), T::of(-0.7), T::of(1.3), T::of(0.2));
+                    let (mut want, mut want_norm) = (x.clone(), vec![T::zero(); len]);
+                    normalize_kernel(&mut want, &mut want_norm, inv, shift);
+                    act.affine_slice(&mut want, mul, add);
+                    let (mut got, mut got_norm) = (x.clone(), vec![T::zero(); len]);
+                    act.normalize_affine(&mut got, &mut got_norm, (inv, shift), (mul, add));
+                    let bits = |v: &[T]| v.iter().map(|&t| to_bits(t)).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&want), "{act} len {len}: output");
+                    assert_eq!(bits(&got_norm), bits(&want_norm), "{act} len {len}: x_norm");
+                }
+            }
+        }
+        check::<f32>(|v| u64::from(v.to_bits()));
+        check::<f64>(f64::to_bits);
+    }
 
     /// The statistics the training forward combines from per-plane parts equal the direct
     /// two-pass statistics (Darknet's `mean_cpu` / `variance_cpu`).
