@@ -511,13 +511,10 @@ impl Activation {
             gradient_kernel(self, output, delta);
         }
     }
-}
 
-impl Activation {
     /// `delta *= act'(output)` on one plane, then `(sum(delta), sum(delta * x))` in the
-    /// accumulation order of [`reduce::sum_and_dot`](crate::reduce::sum_and_dot) (so the same
-    /// bits as [`gradient_plane`](Self::gradient_plane) followed by it): one pass over the three
-    /// planes, where the two calls read `delta` twice.
+    /// accumulation order of `reduce::sum_and_dot`, so the same bits as `gradient_plane`
+    /// followed by it: one pass over the three planes, where the two calls read `delta` twice.
     pub(crate) fn gradient_sum_and_dot<T: Element>(
         self,
         output: &[T],
@@ -526,9 +523,7 @@ impl Activation {
     ) -> (T, T) {
         gradient_sum_and_dot_kernel(self, output, delta, x)
     }
-}
 
-impl Activation {
     /// Batch norm's training normalization of one plane: `norm = x * inv + shift` (kept for
     /// backward), then `x = act(norm * mul + add)`, in one pass; the same bits as the
     /// normalization followed by [`affine_slice`](Self::affine_slice).
