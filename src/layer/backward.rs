@@ -1,0 +1,388 @@
+//! The backward pass: the activation's (and batch norm's) gradient, then per image the weight
+//! and input gradients by im2col and two GEMMs (whole images or tiles), or the phase plan's
+//! adjoint.
+
+use super::forward::image_tasks;
+use super::plan::{Plan, Tile, even_parts};
+use super::{DeconvLayer, Mode};
+use crate::backend::{Gemm, MatMut, MatRef, gemm_on};
+use crate::batchnorm::BatchNorm;
+use crate::config::Geometry;
+use crate::element::Element;
+use crate::error::{Error, Result, check_len, check_len_at_least};
+use crate::im2col::{im2col_band, im2col_with};
+use crate::phase::PhasePlan;
+use crate::simd::multiversion;
+use crate::transpose::{skewed_ld, transpose};
+use rayon::iter::Either;
+use rayon::prelude::*;
+use std::ops::Range;
+
+impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
+    /// Backward pass on the layer's own workspace (Darknet `backward_deconvolutional_layer`).
+    ///
+    /// Fill [`delta_mut`](Self::delta_mut) with `-dLoss/dOutput` first. Multiplies `delta` by
+    /// the activation's gradient (taken on the output, as Darknet), then accumulates the bias
+    /// (or batch-norm) and weight gradients, and, when `input_delta` is given, **adds**
+    /// `-dLoss/dInput` to it. `input` must be the input of the forward pass this follows.
+    ///
+    /// # Errors
+    /// [`Error::BufferLength`] for wrong lengths of `input` or `input_delta`;
+    /// [`Error::InvalidState`] without a preceding forward pass (a training one with batch norm),
+    /// or when the layer has no workspace of its own.
+    pub fn backward(&mut self, input: &[T], input_delta: Option<&mut [T]>) -> Result<()> {
+        let mut workspace = self.take_workspace("backward")?;
+        let result = self.backward_with_workspace(input, input_delta, &mut workspace);
+        self.workspace = workspace;
+        result
+    }
+
+    /// [`backward`](Self::backward) on a caller's workspace.
+    ///
+    /// # Errors
+    /// As [`backward`](Self::backward), and [`Error::BufferLength`] for a short workspace.
+    pub fn backward_with_workspace(
+        &mut self,
+        input: &[T],
+        mut input_delta: Option<&mut [T]>,
+        workspace: &mut [T],
+    ) -> Result<()> {
+        let g = self.geometry;
+        check_len("input", g.batch() * g.inputs(), input.len())?;
+        if let Some(d) = &input_delta {
+            check_len("input_delta", g.batch() * g.inputs(), d.len())?;
+        }
+        check_len_at_least("workspace", self.plan.slot_size(&g), workspace.len())?;
+        match (self.last_forward, &self.bn) {
+            (None, _) => {
+                return Err(Error::InvalidState(
+                    "backward needs a forward pass first (each forward allows one backward)".into(),
+                ));
+            }
+            (Some(Mode::Inference), Some(_)) => {
+                return Err(Error::InvalidState(
+                    "backward through batch norm needs a forward pass in Mode::Train".into(),
+                ));
+            }
+            _ => {}
+        }
+        self.last_forward = None;
+        let ohw = g.out_area();
+        let activation = self.config.activation;
+        match &mut self.bn {
+            Some(bn) => bn.backward_sums(
+                &mut self.delta,
+                &self.output,
+                activation,
+                &mut self.bias_updates,
+                ohw,
+            ),
+            None => {
+                activation.gradient_slice(&self.output, &mut self.delta)?;
+                backward_bias(&mut self.bias_updates, &self.delta, ohw);
+            }
+        }
+        let slot = self.plan.slot_size(&g);
+        self.plan.refresh_weights(&self.weights, &g);
+        let mut tiles = None;
+        let packed_grad = match &mut self.plan {
+            Plan::Phases {
+                plan,
+                packed,
+                packed_grad,
+                ..
+            } => {
+                packed_grad.fill(T::zero());
+                Some((&**plan, &packed[..], packed_grad))
+            }
+            Plan::Columns { tiles: Some(t) } => {
+                tiles = Some((t.tile, &t.weights_t[..]));
+                None
+            }
+            Plan::Columns { tiles: None } => None,
+        };
+        let (phases, packed_grad) = match packed_grad {
+            Some((plan, packed, grad)) => (Some((plan, packed)), Some(grad)),
+            None => (None, None),
+        };
+        let image = ImageBackward {
+            geometry: &g,
+            backend: &self.backend,
+            weights: &self.weights,
+            phases,
+            tiles,
+            bn: self.bn.as_ref(),
+        };
+        let wc = g.weight_count();
+        let tasks =
+            image_tasks(slot, g.batch(), workspace.len()).min(self.task_updates.len() / wc.max(1));
+        if tasks > 1 {
+            // Images over threads; each task sums its weight gradient in its own buffer (in the
+            // phase plan's packed layout when it has one).
+            let per_task = g.batch().div_ceil(tasks);
+            let tasks = g.batch().div_ceil(per_task);
+            let dx_parts = match input_delta {
+                Some(dx) => Either::Left(dx.par_chunks_mut(per_task * g.inputs()).map(Some)),
+                None => Either::Right((0..tasks).into_par_iter().map(|_| None)),
+            };
+            self.task_updates[..tasks * wc]
+                .par_chunks_mut(wc)
+                .zip(workspace.par_chunks_mut(slot))
+                .zip(input.par_chunks(per_task * g.inputs()))
+                .zip(self.delta.par_chunks_mut(per_task * g.outputs()))
+                .zip(dx_parts)
+                .enumerate()
+                .try_for_each(|(t, ((((dw, ws), x), delta), mut dx))| {
+                    dw.fill(T::zero());
+                    let images = x.chunks(g.inputs()).zip(delta.chunks_mut(g.outputs()));
+                    for (i, (x, delta)) in images.enumerate() {
+                        let dx = dx
+                            .as_deref_mut()
+                            .map(|d| &mut d[i * g.inputs()..][..g.inputs()]);
+                        let b = t * per_task + i;
+                        image.run(b, x, delta, dx, dw, &mut ws[..slot], false)?;
+                    }
+                    Ok::<(), Error>(())
+                })?;
+            let parts = &self.task_updates[..tasks * wc];
+            match image.phases {
+                Some((plan, _)) => {
+                    for part in parts.chunks(wc) {
+                        plan.unpack_add(part, &mut self.weight_updates);
+                    }
+                }
+                None => {
+                    let updates = &mut self.weight_updates;
+                    updates.par_chunks_mut(4096).enumerate().for_each(|(i, u)| {
+                        for part in parts.chunks(wc) {
+                            for (u, &p) in u.iter_mut().zip(&part[i * 4096..]) {
+                                *u += p;
+                            }
+                        }
+                    });
+                }
+            }
+        } else {
+            // One image at a time, each image's work split over the threads; the gradient
+            // goes straight to weight_updates (or, for phases, to the packed buffer first).
+            let delta = &mut self.delta;
+            let mut each_image = |dw: &mut [T]| {
+                for b in 0..g.batch() {
+                    let x = &input[b * g.inputs()..][..g.inputs()];
+                    let delta = &mut delta[b * g.outputs()..][..g.outputs()];
+                    let dx = input_delta
+                        .as_deref_mut()
+                        .map(|d| &mut d[b * g.inputs()..][..g.inputs()]);
+                    image.run(b, x, delta, dx, dw, &mut workspace[..slot], true)?;
+                }
+                Ok::<(), Error>(())
+            };
+            match (packed_grad, image.phases) {
+                (Some(grad), Some((plan, _))) => {
+                    each_image(grad)?;
+                    plan.unpack_add(grad, &mut self.weight_updates);
+                }
+                _ => each_image(&mut self.weight_updates)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The backward pass of one image: per group, im2col of the delta, then the weight gradient
+/// and (optionally) the input gradient GEMMs on those columns; or the phase plan's backward.
+struct ImageBackward<'a, T, B> {
+    geometry: &'a Geometry,
+    backend: &'a B,
+    weights: &'a [T],
+    /// The phase plan and its packed weights, when the layer uses phases.
+    phases: Option<(&'a PhasePlan, &'a [T])>,
+    /// The tile and the transposed weights, when the column backward goes by tiles.
+    tiles: Option<(Tile, &'a [T])>,
+    /// Batch norm, whose per-image half of the backward runs first on each image.
+    bn: Option<&'a BatchNorm<T>>,
+}
+
+impl<T: Element, B: Gemm<T>> ImageBackward<'_, T, B> {
+    /// Image `b`: first batch norm's per-image backward on its `delta`, if any, then
+    /// `dw += x * cols^T` (or the phase plan's packed equivalent) and `dx += W * cols`;
+    /// `parallel` splits the work over rayon's threads (when images are not).
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        b: usize,
+        x: &[T],
+        delta: &mut [T],
+        mut dx: Option<&mut [T]>,
+        dw: &mut [T],
+        workspace: &mut [T],
+        parallel: bool,
+    ) -> Result<()> {
+        if let Some(bn) = self.bn {
+            bn.backward_image(delta, b, self.geometry.out_area(), parallel);
+        }
+        let delta = &*delta;
+        if let Some((plan, packed)) = self.phases {
+            let be = self.backend;
+            return plan.backward_image(be, packed, x, delta, dx, dw, workspace, parallel);
+        }
+        if let Some((tile, weights_t)) = self.tiles {
+            return self.run_tiles(tile, weights_t, x, delta, dx, dw, workspace, parallel);
+        }
+        let g = self.geometry;
+        let (cg, ng, hw, ohw, rows) = (
+            g.group_in(),
+            g.group_out(),
+            g.in_area(),
+            g.out_area(),
+            g.col_rows(),
+        );
+        let cols = &mut workspace[..g.workspace_size()];
+        let window = g.window();
+        for grp in 0..g.groups() {
+            im2col_with(
+                &delta[grp * ng * ohw..][..ng * ohw],
+                &window,
+                cols,
+                parallel,
+            )?;
+            let x = &x[grp * cg * hw..][..cg * hw];
+            let wrange = grp * cg * rows..(grp + 1) * cg * rows;
+            // dw_g (cg x rows) += x_g (cg x hw) * cols^T (hw x rows)
+            gemm_on(
+                self.backend,
+                parallel,
+                T::one(),
+                MatRef::new(x, cg, hw, hw)?,
+                MatRef::new(cols, rows, hw, hw)?.t(),
+                T::one(),
+                MatMut::new(&mut dw[wrange.clone()], cg, rows, rows)?,
+            )?;
+            if let Some(dx) = dx.as_deref_mut() {
+                // dx_g (cg x hw) += W_g (cg x rows) * cols (rows x hw)
+                gemm_on(
+                    self.backend,
+                    parallel,
+                    T::one(),
+                    MatRef::new(&self.weights[wrange], cg, rows, rows)?,
+                    MatRef::new(cols, rows, hw, hw)?,
+                    T::one(),
+                    MatMut::new(&mut dx[grp * cg * hw..][..cg * hw], cg, hw, hw)?,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`run`](Self::run) tile by tile: a band of input rows (all of them when the image is
+    /// short) by a block of filters (all of them when the band is), so that a tile's columns
+    /// stay in the core's cache between the im2col and the two GEMMs that read them. Each GEMM
+    /// gets its operands stored with `k` across rows, which matrixmultiply packs with plain
+    /// copies: `dw += (x_band^T)^T * cols^T` from transposed copies of the band's input and of
+    /// the tile's columns, `dx_band += (W^T)^T * cols` from the layer's transposed weights
+    /// (summed over the filter blocks in a buffer, then added to `dx`).
+    #[allow(clippy::too_many_arguments)]
+    fn run_tiles(
+        &self,
+        tile: Tile,
+        weights_t: &[T],
+        x: &[T],
+        delta: &[T],
+        mut dx: Option<&mut [T]>,
+        dw: &mut [T],
+        workspace: &mut [T],
+        parallel: bool,
+    ) -> Result<()> {
+        let g = self.geometry;
+        let (cg, ng, hw, ohw, rows) = (
+            g.group_in(),
+            g.group_out(),
+            g.in_area(),
+            g.out_area(),
+            g.col_rows(),
+        );
+        let (h, w, taps) = (g.in_h(), g.in_w(), g.taps());
+        let (most_p, most_rows) = (tile.band_rows * w, tile.filters * taps);
+        // The transposed copies' rows are skewed apart (see skewed_ld); so are W^T's.
+        let (ld_ct, ld_xt, ld_wt) = (
+            skewed_ld::<T>(most_rows),
+            skewed_ld::<T>(cg),
+            skewed_ld::<T>(cg),
+        );
+        let ld_dx = skewed_ld::<T>(most_p);
+        let (cols, rest) = workspace.split_at_mut(most_rows * most_p);
+        let (cols_t, rest) = rest.split_at_mut(ld_ct * most_p);
+        let (x_t, rest) = rest.split_at_mut(ld_xt * most_p);
+        let dx_band = &mut rest[..cg * ld_dx];
+        let window = g.window();
+        for grp in 0..g.groups() {
+            let delta = &delta[grp * ng * ohw..][..ng * ohw];
+            let x = &x[grp * cg * hw..][..cg * hw];
+            let dw = &mut dw[grp * cg * rows..][..cg * rows];
+            let wt = &weights_t[grp * ld_wt * rows..][..ld_wt * rows];
+            for band in even_parts(h, tile.band_rows) {
+                let (y0, p) = (band.start, band.len() * w);
+                let x_t = &mut x_t[..ld_xt * p];
+                transpose(&x[y0 * w..], cg, p, hw, x_t, ld_xt);
+                for (i, Range { start: f0, end: f1 }) in even_parts(ng, tile.filters).enumerate() {
+                    let (r0, rn) = (f0 * taps, (f1 - f0) * taps);
+                    let cols = &mut cols[..rn * p];
+                    let planes = &delta[f0 * ohw..f1 * ohw];
+                    im2col_band(planes, &window, band.clone(), cols, parallel)?;
+                    transpose(cols, rn, p, p, cols_t, ld_ct);
+                    // dw_g[:, r0..r0 + rn] (cg x rn) += x_band (cg x p) * cols^T (p x rn)
+                    gemm_on(
+                        self.backend,
+                        parallel,
+                        T::one(),
+                        MatRef::new(x_t, p, cg, ld_xt)?.t(),
+                        MatRef::new(cols_t, p, rn, ld_ct)?,
+                        T::one(),
+                        MatMut::new(&mut dw[r0..], cg, rn, rows)?,
+                    )?;
+                    if dx.is_some() {
+                        // dx_band (cg x p) (+)= W_g[:, r0..r0 + rn] (cg x rn) * cols (rn x p),
+                        // into a buffer: dx's own rows, h*w apart, share a few cache sets
+                        // when h*w is a power of two (S4: 4096), as in `skewed_ld`.
+                        let beta = if i == 0 { T::zero() } else { T::one() };
+                        gemm_on(
+                            self.backend,
+                            parallel,
+                            T::one(),
+                            MatRef::new(&wt[r0 * ld_wt..], rn, cg, ld_wt)?.t(),
+                            MatRef::new(cols, rn, p, p)?,
+                            beta,
+                            MatMut::new(dx_band, cg, p, ld_dx)?,
+                        )?;
+                    }
+                }
+                if let Some(dx) = dx.as_deref_mut() {
+                    let dx = &mut dx[grp * cg * hw + y0 * w..];
+                    for (dst, src) in dx.chunks_mut(hw).zip(dx_band.chunks(ld_dx)) {
+                        add_assign(&mut dst[..p], &src[..p]);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `bias_updates[f] += sum over b and spatial of delta[b][f][..]` (Darknet `backward_bias`).
+fn backward_bias<T: Element>(bias_updates: &mut [T], delta: &[T], spatial: usize) {
+    let channels = bias_updates.len();
+    bias_updates.par_iter_mut().enumerate().for_each(|(f, u)| {
+        for plane in delta.chunks(spatial).skip(f).step_by(channels) {
+            *u += crate::reduce::sum(plane);
+        }
+    });
+}
+
+multiversion! {
+/// `dst += src`, element by element.
+fn add_assign<T: Element>(dst: &mut [T], src: &[T]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d += s;
+    }
+}
+}

@@ -1,0 +1,209 @@
+//! The forward pass: GEMM and col2im (or the phase GEMMs) per image, then bias or batch norm
+//! and the activation.
+
+use super::plan::Plan;
+use super::{DeconvLayer, Mode};
+use crate::activation::Epilogue;
+use crate::backend::{Gemm, MatMut, MatRef, gemm_on};
+use crate::config::Geometry;
+use crate::element::Element;
+use crate::error::{Error, Result, check_len, check_len_at_least};
+use crate::im2col::col2im_then;
+use rayon::iter::Either;
+use rayon::prelude::*;
+
+impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
+    /// Forward pass on the layer's own workspace (Darknet `forward_deconvolutional_layer`):
+    /// GEMM and col2im per image and group, then bias or batch norm, then the activation.
+    /// Returns the output.
+    ///
+    /// # Errors
+    /// [`Error::BufferLength`] when `input` is not `batch * in_channels * h * w` long;
+    /// [`Error::InvalidState`] when the layer was built without its own workspace, or when batch
+    /// norm trains on fewer than 2 values per channel.
+    pub fn forward(&mut self, input: &[T], mode: Mode) -> Result<&[T]> {
+        let mut workspace = self.take_workspace("forward")?;
+        let result = self.forward_with_workspace(input, mode, &mut workspace);
+        self.workspace = workspace;
+        result?;
+        Ok(&self.output)
+    }
+
+    /// [`forward`](Self::forward) on a caller's workspace of at least
+    /// [`workspace_size`](Self::workspace_size) elements (shared by many layers, for example).
+    ///
+    /// # Errors
+    /// As [`forward`](Self::forward), and [`Error::BufferLength`] for a short workspace.
+    pub fn forward_with_workspace(
+        &mut self,
+        input: &[T],
+        mode: Mode,
+        workspace: &mut [T],
+    ) -> Result<()> {
+        let g = self.geometry;
+        check_len("input", g.batch() * g.inputs(), input.len())?;
+        let slot = self.plan.slot_size(&g);
+        check_len_at_least("workspace", slot, workspace.len())?;
+        if mode == Mode::Train && self.bn.is_some() && g.batch() * g.out_area() < 2 {
+            return Err(Error::InvalidState(
+                "batch norm in training needs at least 2 values per channel (batch * out_h * out_w >= 2)"
+                    .into(),
+            ));
+        }
+        self.last_forward = None;
+        let ohw = g.out_area();
+        self.plan.refresh_weights(&self.weights, &g);
+        let activation = self.config.activation;
+        if let (Some(bn), Mode::Inference) = (&mut self.bn, mode) {
+            bn.set_inference_affine(&self.biases);
+        }
+        // Bias (or inference batch norm) and activation run on each plane right after its
+        // col2im, while it is in cache; training batch norm instead takes per-plane statistics
+        // there, and normalizes once the whole batch's statistics are known.
+        let (epilogue, stats): (_, &mut [(T, T)]) = match (&mut self.bn, mode) {
+            (None, _) => {
+                let epilogue = Epilogue {
+                    mul: None,
+                    add: &self.biases,
+                    activation,
+                };
+                (Some(epilogue), &mut [])
+            }
+            (Some(bn), Mode::Inference) => {
+                let epilogue = Epilogue {
+                    mul: Some(&bn.inference_mul),
+                    add: &bn.inference_add,
+                    activation,
+                };
+                (Some(epilogue), &mut [])
+            }
+            (Some(bn), Mode::Train) => (None, &mut bn.plane_stats),
+        };
+        let image = ImageForward {
+            geometry: &g,
+            backend: &self.backend,
+            weights: &self.weights,
+            plan: &self.plan,
+            epilogue,
+        };
+        let per_image = if stats.is_empty() { 0 } else { g.filters() };
+        let tasks = image_tasks(slot, g.batch(), workspace.len());
+        if tasks > 1 {
+            // Images over threads, each with its own part of the workspace and serial kernels.
+            let per_task = g.batch().div_ceil(tasks);
+            let stats_parts = if per_image == 0 {
+                Either::Left((0..tasks).into_par_iter().map(|_| &mut [][..]))
+            } else {
+                Either::Right(stats.par_chunks_mut(per_task * per_image))
+            };
+            self.output
+                .par_chunks_mut(per_task * g.outputs())
+                .zip(input.par_chunks(per_task * g.inputs()))
+                .zip(workspace.par_chunks_mut(slot))
+                .zip(stats_parts)
+                .try_for_each(|(((out, x), cols), stats)| {
+                    let images = out.chunks_mut(g.outputs()).zip(x.chunks(g.inputs()));
+                    images.enumerate().try_for_each(|(i, (out, x))| {
+                        let s = stats
+                            .get_mut(i * per_image..(i + 1) * per_image)
+                            .unwrap_or_default();
+                        image.run(x, out, &mut cols[..slot], false, s)
+                    })
+                })?;
+        } else {
+            let images = self
+                .output
+                .chunks_mut(g.outputs())
+                .zip(input.chunks(g.inputs()));
+            for (i, (out, x)) in images.enumerate() {
+                let s = stats
+                    .get_mut(i * per_image..(i + 1) * per_image)
+                    .unwrap_or_default();
+                image.run(x, out, &mut workspace[..slot], true, s)?;
+            }
+        }
+        if let (Some(bn), Mode::Train) = (&mut self.bn, mode) {
+            bn.forward_train(&mut self.output, &self.biases, ohw, activation);
+        }
+        self.last_forward = Some(mode);
+        Ok(())
+    }
+}
+
+/// How many images to run at once: one per workspace slot and thread, at most the batch.
+pub(super) fn image_tasks(slot: usize, batch: usize, workspace_len: usize) -> usize {
+    (workspace_len / slot.max(1))
+        .min(batch)
+        .min(rayon::current_num_threads())
+        .max(1)
+}
+
+/// The forward pass of one image: per group, GEMM into the columns, then col2im, and on each
+/// finished plane either bias and activation (without batch norm) or, when batch norm trains,
+/// the plane's statistics (`stats` gets one `(mean, sum of squared deviations)` per filter).
+struct ImageForward<'a, T, B> {
+    geometry: &'a Geometry,
+    backend: &'a B,
+    weights: &'a [T],
+    plan: &'a Plan<T>,
+    epilogue: Option<Epilogue<'a, T>>,
+}
+
+/// `(mean, sum of squared deviations from it)` of one plane.
+fn plane_stats<T: Element>(plane: &[T]) -> (T, T) {
+    let mean = crate::reduce::sum(plane) / T::of(plane.len() as f64);
+    (mean, crate::reduce::sum_sq_dev(plane, mean))
+}
+
+impl<T: Element, B: Gemm<T>> ImageForward<'_, T, B> {
+    /// `parallel`: split the GEMM and col2im over rayon's threads (when images are not).
+    /// `stats` is empty or has one entry per filter, to be filled.
+    fn run(
+        &self,
+        x: &[T],
+        out: &mut [T],
+        cols: &mut [T],
+        parallel: bool,
+        stats: &mut [(T, T)],
+    ) -> Result<()> {
+        let ohw = self.geometry.out_area();
+        if let Plan::Phases { plan, packed, .. } = self.plan {
+            plan.forward_image(self.backend, packed, x, out, cols, parallel, self.epilogue)?;
+            for (s, plane) in stats.iter_mut().zip(out.chunks(ohw)) {
+                *s = plane_stats(plane);
+            }
+            return Ok(());
+        }
+        let g = self.geometry;
+        let (cg, ng, hw, rows) = (g.group_in(), g.group_out(), g.in_area(), g.col_rows());
+        let window = g.window();
+        // One GEMM for all filters, also where the backward goes by filter blocks: blocks that
+        // keep the columns in cache until col2im measured 1% slower on S1.
+        for grp in 0..g.groups() {
+            let x = &x[grp * cg * hw..][..cg * hw];
+            let w = &self.weights[grp * cg * rows..][..cg * rows];
+            // cols (rows x hw) = W_g^T (rows x cg) * x_g (cg x hw)
+            let (a, b) = (
+                MatRef::new(w, cg, rows, rows)?.t(),
+                MatRef::new(x, cg, hw, hw)?,
+            );
+            let c = MatMut::new(cols, rows, hw, hw)?;
+            gemm_on(self.backend, parallel, T::one(), a, b, T::zero(), c)?;
+            let out = &mut out[grp * ng * ohw..][..ng * ohw];
+            if stats.is_empty() {
+                let mut none = vec![(); ng]; // zero-sized: no allocation
+                col2im_then(cols, &window, out, parallel, &mut none, |ch, plane, _| {
+                    if let Some(epilogue) = &self.epilogue {
+                        epilogue.apply(grp * ng + ch, plane);
+                    }
+                })?;
+            } else {
+                let stats = &mut stats[grp * ng..][..ng];
+                col2im_then(cols, &window, out, parallel, stats, |_, plane, s| {
+                    *s = plane_stats(plane);
+                })?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,234 @@
+//! How a layer's passes run for its geometry: the forward algorithm ([`Plan`]) and the tiles
+//! of the column backward ([`Tile`]).
+
+use super::Weights;
+use crate::config::{Algorithm, DeconvConfig, Geometry};
+use crate::element::Element;
+use crate::error::{Error, Result};
+use crate::phase::PhasePlan;
+use crate::transpose::{skewed_ld, transpose};
+use std::ops::Range;
+
+/// Fewest GEMM rows per phase class for [`Algorithm::Auto`] to choose the phase decomposition.
+const MIN_PHASE_GEMM_ROWS: usize = 256;
+/// Most input channels per group for [`Algorithm::Auto`] to choose the phase decomposition.
+const MAX_PHASE_GROUP_IN: usize = 64;
+
+/// How the forward pass runs, chosen once per geometry ([`Algorithm`]).
+#[derive(Debug, Clone)]
+pub(super) enum Plan<T> {
+    /// GEMM into columns, then col2im; the backward works through each image in tiles when
+    /// `tiles` is set (see [`column_tiles`]).
+    Columns { tiles: Option<Tiles<T>> },
+    /// With the weights repacked for the phase GEMMs (from the weights' version
+    /// `packed_from`; repacked when they changed), and the one-thread backward's weight
+    /// gradient in that layout.
+    Phases {
+        plan: Box<PhasePlan>,
+        packed: Vec<T>,
+        packed_from: Option<u64>,
+        packed_grad: Vec<T>,
+    },
+}
+
+/// The tiled column backward: its [`Tile`], and the weights transposed per group
+/// (`[group][rows][in_channels / groups]`, rows [`skewed_ld`] apart) from the weights' version
+/// `transposed_from` (transposed again when they changed).
+#[derive(Debug, Clone)]
+pub(super) struct Tiles<T> {
+    pub(super) tile: Tile,
+    pub(super) weights_t: Vec<T>,
+    pub(super) transposed_from: Option<u64>,
+}
+
+impl<T: Element> Tiles<T> {
+    pub(super) fn new(g: &Geometry, tile: Tile) -> Self {
+        Tiles {
+            tile,
+            weights_t: vec![T::zero(); weights_t_len::<T>(g)],
+            transposed_from: None,
+        }
+    }
+}
+
+/// A tile of the column backward: `band_rows` rows of the input image by `filters` output
+/// channels (a block of `filters * kh * kw` column rows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Tile {
+    pub(super) band_rows: usize,
+    pub(super) filters: usize,
+}
+
+impl<T: Element> Plan<T> {
+    pub(super) fn columns(g: &Geometry) -> Self {
+        let tiles = column_tiles::<T>(g).map(|tile| Tiles::new(g, tile));
+        Plan::Columns { tiles }
+    }
+
+    pub(super) fn new(config: &DeconvConfig, g: &Geometry) -> Result<Self> {
+        let phases = || {
+            PhasePlan::new(g).map(|plan| Plan::Phases {
+                plan: Box::new(plan),
+                packed: vec![T::zero(); g.weight_count()],
+                packed_from: None,
+                packed_grad: vec![T::zero(); g.weight_count()],
+            })
+        };
+        Ok(match config.algorithm {
+            Algorithm::Columns => Plan::columns(g),
+            Algorithm::Phases => phases().ok_or_else(|| Error::InvalidParameter {
+                param: "algorithm",
+                reason: format!(
+                    "the phase decomposition needs dilation 1 and at most {} phases \
+                     (stride_h * stride_w)",
+                    crate::phase::MAX_PHASES
+                ),
+            })?,
+            Algorithm::Auto => {
+                // Phases replace col2im, whose cost relative to the GEMM is about
+                // 1 / (2 * in_channels per group): they pay for few input channels (S3: 21),
+                // provided each class GEMM is tall enough to amortize packing its input (S4's
+                // 32-row classes lose). With many channels (S1: 256) the GEMM on the phase grid,
+                // a little larger than the input, costs more than col2im saves. Where the
+                // kernel tiles the output (kernel == stride, no pad), col2im is a plain copy.
+                // Measured with `examples/perf.rs --algorithm columns|phases`.
+                let tiles = (0..2).all(|a| g.kernel()[a] == g.stride()[a] && g.pad()[a] == 0);
+                match phases() {
+                    Some(phases @ Plan::Phases { .. })
+                        if !tiles
+                            && g.group_in() <= MAX_PHASE_GROUP_IN
+                            && phases.min_gemm_rows() >= MIN_PHASE_GEMM_ROWS =>
+                    {
+                        phases
+                    }
+                    _ => Plan::columns(g),
+                }
+            }
+        })
+    }
+
+    /// Brings the copies of `weights` the plan keeps up to date with the weights' version: the
+    /// phase plan's repacked weights, and the tiled backward's transposed ones (the
+    /// input-gradient GEMM packs `W^T`, stored k-major, with plain copies).
+    pub(super) fn refresh_weights(&mut self, weights: &Weights<T>, g: &Geometry) {
+        let current = Some(weights.version);
+        match self {
+            Plan::Phases {
+                plan,
+                packed,
+                packed_from,
+                ..
+            } if *packed_from != current => {
+                plan.pack_weights(weights, packed);
+                *packed_from = current;
+            }
+            Plan::Columns { tiles: Some(t) } if t.transposed_from != current => {
+                let (cg, rows) = (g.group_in(), g.col_rows());
+                let ld = skewed_ld::<T>(cg);
+                let per_group = weights.chunks(cg * rows);
+                for (w, wt) in per_group.zip(t.weights_t.chunks_mut(ld * rows)) {
+                    transpose(w, cg, rows, rows, wt, ld);
+                }
+                t.transposed_from = current;
+            }
+            _ => {}
+        }
+    }
+
+    /// Rows of the smallest phase-class GEMM (0 for columns).
+    pub(super) fn min_gemm_rows(&self) -> usize {
+        match self {
+            Plan::Columns { .. } => 0,
+            Plan::Phases { plan, .. } => plan.min_gemm_rows(),
+        }
+    }
+
+    /// Workspace elements per image, forward and backward.
+    pub(super) fn slot_size(&self, g: &Geometry) -> usize {
+        match self {
+            Plan::Columns { .. } => g.workspace_size(),
+            Plan::Phases { plan, .. } => plan.workspace_size(),
+        }
+    }
+
+    /// A layer's own workspace: one slot per rayon thread (at construction), at most `batch`.
+    pub(super) fn own_workspace_len(&self, g: &Geometry) -> usize {
+        self.slot_size(g) * g.batch().min(rayon::current_num_threads())
+    }
+}
+
+/// `0..n` cut into the fewest parts of at most `most` elements, of sizes differing by at most
+/// one (64 rows in bands of at most 7: four of 7 and six of 6, not nine of 7 and one of 1).
+pub(super) fn even_parts(n: usize, most: usize) -> impl Iterator<Item = Range<usize>> {
+    let parts = n.div_ceil(most.max(1));
+    (0..parts).map(move |i| i * n / parts..(i + 1) * n / parts)
+}
+
+/// Bytes of one tile's columns in the tiled column backward: the columns and their transposed
+/// copy then share a core's L2 cache (1 MiB here).
+const TILE_BYTES: usize = 512 * 1024;
+/// Fewest pixels per band: the weight-gradient GEMM runs over a band's pixels, and shorter runs
+/// cost it more than the cache saves (S1: 4-row bands of 16 pixels were 30% slower).
+const MIN_BAND_PIXELS: usize = 256;
+/// Fewest column rows per filter block: the input-gradient GEMM runs over a block's rows.
+const MIN_BLOCK_ROWS: usize = 256;
+
+/// The tile of the column backward, or `None` to take each image whole: when its columns
+/// already fit the cache budget, when tiles would be too thin, or when a tile's buffers would
+/// not fit the column workspace (Darknet's size, which the layer keeps; see [`Tile::fits`]). Bands of rows over all filters where rows are long
+/// (S4), else the whole image over blocks of filters (S1).
+pub(super) fn column_tiles<T>(g: &Geometry) -> Option<Tile> {
+    let budget = TILE_BYTES / std::mem::size_of::<T>();
+    tiles_within::<T>(g, budget, MIN_BAND_PIXELS, MIN_BLOCK_ROWS)
+}
+
+/// [`column_tiles`] for a budget of `budget` column elements per tile, bands of at least
+/// `min_pixels` pixels and blocks of at least `min_rows` column rows.
+pub(super) fn tiles_within<T>(
+    g: &Geometry,
+    budget: usize,
+    min_pixels: usize,
+    min_rows: usize,
+) -> Option<Tile> {
+    let (h, w, taps, ng) = (g.in_h(), g.in_w(), g.taps(), g.group_out());
+    let rows = g.col_rows();
+    if rows.checked_mul(h * w)? <= budget {
+        return None;
+    }
+    let band_rows = budget / (rows * w).max(1);
+    let filters = budget / (taps * h * w).max(1);
+    let tile = if band_rows >= 1 && band_rows * w >= min_pixels && band_rows < h {
+        Tile {
+            band_rows,
+            filters: ng,
+        }
+    } else if filters >= 1 && filters * taps >= min_rows && filters < ng {
+        Tile {
+            band_rows: h,
+            filters,
+        }
+    } else {
+        return None;
+    };
+    tile.fits::<T>(g).then_some(tile)
+}
+
+impl Tile {
+    /// Whether the tile's columns, their transposed copy, the band's transposed input and its
+    /// input-gradient buffer fit the column workspace.
+    pub(super) fn fits<T>(&self, g: &Geometry) -> bool {
+        let p = self.band_rows * g.in_w();
+        let (rows, cg) = (self.filters * g.taps(), g.group_in());
+        let per_pixel = rows + skewed_ld::<T>(rows) + skewed_ld::<T>(cg);
+        let need = per_pixel
+            .checked_mul(p)
+            .zip(cg.checked_mul(skewed_ld::<T>(p)))
+            .and_then(|(a, b)| a.checked_add(b));
+        need.is_some_and(|need| need <= g.workspace_size())
+    }
+}
+
+/// Elements of the transposed weights: per group, `rows` rows of [`skewed_ld`]`(cg)`.
+pub(super) fn weights_t_len<T>(g: &Geometry) -> usize {
+    g.groups() * g.col_rows() * skewed_ld::<T>(g.group_in())
+}
