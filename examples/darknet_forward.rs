@@ -15,10 +15,10 @@
 
 use std::path::PathBuf;
 
-use deconv::DeconvLayer;
 use deconv::darknet::{
     ForwardFiles, LoadOptions, WeightsHeader, forward_files, parse_deconvolutional, save_weights,
 };
+use deconv::{DeconvLayer, InputShape};
 
 const USAGE: &str = "usage: darknet_forward --cfg FILE --weights FILE --input FILE --h H --w W --c C \
                      [--batch B] --output FILE [--reject-non-finite]\n       darknet_forward --demo";
@@ -29,10 +29,7 @@ fn parse_args(args: &[String]) -> Result<ForwardFiles, String> {
         weights: PathBuf::new(),
         input: PathBuf::new(),
         output: PathBuf::new(),
-        batch: 1,
-        in_h: 0,
-        in_w: 0,
-        in_c: 0,
+        shape: InputShape::new(1, 0, 0, 0),
         options: LoadOptions::new(),
     };
     let mut seen = Vec::new();
@@ -53,10 +50,10 @@ fn parse_args(args: &[String]) -> Result<ForwardFiles, String> {
             "--weights" => job.weights = value.into(),
             "--input" => job.input = value.into(),
             "--output" => job.output = value.into(),
-            "--h" => job.in_h = number()?,
-            "--w" => job.in_w = number()?,
-            "--c" => job.in_c = number()?,
-            "--batch" => job.batch = number()?,
+            "--h" => job.shape.h = number()?,
+            "--w" => job.shape.w = number()?,
+            "--c" => job.shape.channels = number()?,
+            "--batch" => job.shape.batch = number()?,
             _ => return Err(format!("unknown argument `{flag}`")),
         }
         seen.push(flag.as_str());
@@ -86,21 +83,18 @@ fn demo_files() -> Result<ForwardFiles, Box<dyn std::error::Error>> {
         weights: dir.join("layer.weights"),
         input: dir.join("in.f32"),
         output: dir.join("out.f32"),
-        batch: 2,
-        in_h: 8,
-        in_w: 8,
-        in_c: 3,
+        shape: InputShape::new(2, 3, 8, 8),
         options: LoadOptions::new(),
     };
     let cfg = "[deconvolutional]\nbatch_normalize=1\nfilters=4\nsize=4\nstride=2\npad=1\nactivation=leaky\n";
     std::fs::write(&job.cfg, cfg)?;
-    let config = parse_deconvolutional(cfg, job.batch, job.in_h, job.in_w, job.in_c)?;
+    let config = parse_deconvolutional(cfg, job.shape)?;
     let mut layer: DeconvLayer<f32> = DeconvLayer::new(&config.seed(1))?;
     if let Some(v) = layer.rolling_variance_mut() {
         v.fill(0.25);
     }
     save_weights(&layer, &job.weights, &WeightsHeader::new(0))?;
-    let count = job.batch * job.in_c * job.in_h * job.in_w;
+    let count = job.shape.batch * job.shape.channels * job.shape.h * job.shape.w;
     let input: Vec<u8> = (0..count)
         .flat_map(|i| ((i as f32) * 0.1).sin().to_le_bytes())
         .collect();

@@ -86,6 +86,11 @@ typedef enum {
    * An error this version of the C API has no code for.
    */
   DECONV_ERR_OTHER = 10,
+  /**
+   * Memory for a buffer could not be reserved (the system refused it, or the size is beyond
+   * what may be asked for); the call had no effect and the layer is unchanged.
+   */
+  DECONV_ERR_ALLOCATION = 11,
 } deconv_status;
 
 /**
@@ -908,7 +913,8 @@ deconv_status deconv_layer_read_weights(deconv_layer *layer, const uint8_t *data
  * Parses a Darknet `[deconvolutional]` cfg section (NUL-terminated text: `filters`, `size`,
  * `stride`, `pad`, `padding`, `activation`, `batch_normalize`, with Darknet's defaults, e.g.
  * logistic activation) for an input of `batch` images of `in_channels` x `in_h` x `in_w`, into
- * `*config`. Errors: `DECONV_ERR_FORMAT` for malformed text (the message names the line and
+ * `*config`. The sizes come in NCHW order, channels before the image size, as in
+ * `deconv_config_default` and everywhere else in this API. Errors: `DECONV_ERR_FORMAT` for malformed text (the message names the line and
  * key), `DECONV_ERR_INVALID_PARAMETER` for a configuration that makes no layer.
  *
  * # Safety

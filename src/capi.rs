@@ -31,7 +31,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
 use crate::activation::Activation;
 use crate::backend::{AnyBackend, Gemm};
-use crate::config::{Algorithm, DeconvConfig};
+use crate::config::{Algorithm, DeconvConfig, InputShape};
 use crate::darknet::{
     LoadOptions, WeightsHeader, layer_byte_len, load_weights, parse_deconvolutional, read_weights,
     save_weights, write_weights,
@@ -70,12 +70,15 @@ pub enum deconv_status {
     DECONV_ERR_PANIC = 9,
     /// An error this version of the C API has no code for.
     DECONV_ERR_OTHER = 10,
+    /// Memory for a buffer could not be reserved (the system refused it, or the size is beyond
+    /// what may be asked for); the call had no effect and the layer is unchanged.
+    DECONV_ERR_ALLOCATION = 11,
 }
 
 use deconv_status::*;
 
 impl deconv_status {
-    const ALL: [deconv_status; 11] = [
+    const ALL: [deconv_status; 12] = [
         DECONV_OK,
         DECONV_ERR_NULL_POINTER,
         DECONV_ERR_INVALID_PARAMETER,
@@ -87,6 +90,7 @@ impl deconv_status {
         DECONV_ERR_FORMAT,
         DECONV_ERR_PANIC,
         DECONV_ERR_OTHER,
+        DECONV_ERR_ALLOCATION,
     ];
 
     fn name(self) -> &'static std::ffi::CStr {
@@ -102,6 +106,7 @@ impl deconv_status {
             DECONV_ERR_FORMAT => c"DECONV_ERR_FORMAT",
             DECONV_ERR_PANIC => c"DECONV_ERR_PANIC",
             DECONV_ERR_OTHER => c"DECONV_ERR_OTHER",
+            DECONV_ERR_ALLOCATION => c"DECONV_ERR_ALLOCATION",
         }
     }
 }
@@ -626,6 +631,7 @@ fn status_of(e: &Error) -> deconv_status {
     match e {
         Error::InvalidParameter { .. } => DECONV_ERR_INVALID_PARAMETER,
         Error::Overflow { .. } => DECONV_ERR_OVERFLOW,
+        Error::Allocation { .. } => DECONV_ERR_ALLOCATION,
         Error::BufferLength { .. } => DECONV_ERR_BUFFER_LENGTH,
         Error::GemmShape(_) => DECONV_ERR_GEMM_SHAPE,
         Error::InvalidState(_) => DECONV_ERR_INVALID_STATE,
@@ -1975,7 +1981,8 @@ pub unsafe extern "C" fn deconv_layer_read_weights(
 /// Parses a Darknet `[deconvolutional]` cfg section (NUL-terminated text: `filters`, `size`,
 /// `stride`, `pad`, `padding`, `activation`, `batch_normalize`, with Darknet's defaults, e.g.
 /// logistic activation) for an input of `batch` images of `in_channels` x `in_h` x `in_w`, into
-/// `*config`. Errors: `DECONV_ERR_FORMAT` for malformed text (the message names the line and
+/// `*config`. The sizes come in NCHW order, channels before the image size, as in
+/// `deconv_config_default` and everywhere else in this API. Errors: `DECONV_ERR_FORMAT` for malformed text (the message names the line and
 /// key), `DECONV_ERR_INVALID_PARAMETER` for a configuration that makes no layer.
 ///
 /// # Safety
@@ -2002,7 +2009,7 @@ pub unsafe extern "C" fn deconv_config_from_cfg(
                 status: DECONV_ERR_FORMAT,
                 message: format!("cfg text is not UTF-8: {e}"),
             })?;
-        let parsed = parse_deconvolutional(text, batch, in_h, in_w, in_channels)?;
+        let parsed = parse_deconvolutional(text, InputShape::new(batch, in_channels, in_h, in_w))?;
         // SAFETY: checked non-null and aligned; the caller guarantees it is writable.
         unsafe { config.write(deconv_config::from_rust(&parsed)) };
         Ok(())

@@ -28,6 +28,42 @@ pub enum Algorithm {
     Phases,
 }
 
+/// The input a layer takes: `batch` images of `channels` channels of `h x w`, NCHW.
+///
+/// Every function of the crate that takes these four sizes takes them in this order, channels
+/// before the image size, as [`DeconvConfig::new`] and the C `deconv_config_from_cfg` do; the
+/// Darknet readers take this type, whose field names say which is which.
+///
+/// ```
+/// use deconv::InputShape;
+///
+/// let shape = InputShape { batch: 2, channels: 3, h: 8, w: 16 };
+/// assert_eq!(shape, InputShape::new(2, 3, 8, 16));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InputShape {
+    /// Images per batch (Darknet `batch`).
+    pub batch: usize,
+    /// Channels per image (Darknet `c`).
+    pub channels: usize,
+    /// Height (Darknet `h`).
+    pub h: usize,
+    /// Width (Darknet `w`).
+    pub w: usize,
+}
+
+impl InputShape {
+    /// `batch` images of `channels` channels of `h x w` (the order of NCHW).
+    pub fn new(batch: usize, channels: usize, h: usize, w: usize) -> Self {
+        InputShape {
+            batch,
+            channels,
+            h,
+            w,
+        }
+    }
+}
+
 /// What a [`DeconvLayer`](crate::DeconvLayer) is built from. Build one with [`DeconvConfig::new`]
 /// and the chained setters; [`DeconvConfig::geometry`] validates it.
 ///

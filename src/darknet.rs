@@ -53,10 +53,11 @@
 //! # Example
 //! ```
 //! use deconv::darknet::{parse_deconvolutional, read_weights, write_weights, LoadOptions, WeightsHeader};
-//! use deconv::DeconvLayer;
+//! use deconv::{DeconvLayer, InputShape};
 //!
 //! let cfg = "[deconvolutional]\nbatch_normalize=1\nfilters=2\nsize=4\nstride=2\npad=1\nactivation=leaky\n";
-//! let config = parse_deconvolutional(cfg, 1, 8, 8, 3)?;
+//! let input = InputShape { batch: 1, channels: 3, h: 8, w: 8 };
+//! let config = parse_deconvolutional(cfg, input)?;
 //! assert_eq!((config.kernel, config.stride, config.pad), ([4, 4], [2, 2], [2, 2]));
 //!
 //! let original: DeconvLayer<f32> = DeconvLayer::new(&config.clone().seed(1))?;
@@ -77,7 +78,7 @@ use std::path::{Path, PathBuf};
 
 use crate::activation::Activation;
 use crate::backend::{DefaultBackend, Gemm};
-use crate::config::{DeconvConfig, Geometry};
+use crate::config::{DeconvConfig, Geometry, InputShape};
 use crate::element::Element;
 use crate::error::{Error, Result};
 use crate::layer::{DeconvLayer, Mode};
@@ -404,20 +405,20 @@ impl DeconvSection {
         }
     }
 
-    /// The layer configuration for `batch` images of `in_c` channels of `in_h x in_w` (Darknet
-    /// takes these from the previous layer). Seed 0, no Adam buffers, own workspace.
+    /// The layer configuration for the input `input` (Darknet takes it from the previous
+    /// layer). Seed 0, no Adam buffers, own workspace.
     ///
     /// # Errors
     /// The configuration's errors ([`DeconvConfig::geometry`]): e.g. [`Error::InvalidParameter`]
     /// for `filters` when `filters=0`.
-    pub fn to_config(
-        &self,
-        batch: usize,
-        in_h: usize,
-        in_w: usize,
-        in_c: usize,
-    ) -> Result<DeconvConfig> {
-        let config = DeconvConfig::new(batch, in_c, in_h, in_w, self.filters, self.size)
+    pub fn to_config(&self, input: InputShape) -> Result<DeconvConfig> {
+        let InputShape {
+            batch,
+            channels,
+            h,
+            w,
+        } = input;
+        let config = DeconvConfig::new(batch, channels, h, w, self.filters, self.size)
             .stride(self.stride)
             .pad(self.padding())
             .activation(self.activation)
@@ -450,7 +451,7 @@ impl fmt::Display for DeconvSection {
 }
 
 /// Parses a Darknet `[deconvolutional]` (or `[deconv]`) section into the configuration of a
-/// layer that takes `batch` images of `in_c` channels of `in_h x in_w`: Darknet's
+/// layer that takes `input` (batch, channels, height, width): Darknet's
 /// `parse_deconvolutional`, with errors where Darknet is silent (see the [module docs](self)).
 ///
 /// Per-layer network keys such as `learning_rate` are accepted and checked but not part of the
@@ -459,17 +460,19 @@ impl fmt::Display for DeconvSection {
 /// # Example
 /// ```
 /// use deconv::darknet::parse_deconvolutional;
-/// use deconv::Activation;
+/// use deconv::{Activation, InputShape};
 ///
+/// // 2 images of 32 channels of 13x13.
+/// let input = InputShape { batch: 2, channels: 32, h: 13, w: 13 };
 /// let config = parse_deconvolutional(
 ///     "[deconvolutional]\nfilters = 16\nsize=4\nstride=2\npadding=1\nactivation=leaky\n",
-///     2, 13, 13, 32,
+///     input,
 /// )?;
 /// assert_eq!((config.filters, config.kernel, config.pad), (16, [4, 4], [1, 1]));
 /// assert_eq!(config.activation, Activation::Leaky);
 /// assert_eq!(config.geometry()?.out_h(), 26);
 ///
-/// let err = parse_deconvolutional("size=3x", 1, 4, 4, 1).unwrap_err();
+/// let err = parse_deconvolutional("size=3x", InputShape::new(1, 1, 4, 4)).unwrap_err();
 /// assert!(err.to_string().contains("cfg line 1, key `size`: malformed number `3x`"));
 /// # Ok::<(), deconv::Error>(())
 /// ```
@@ -477,14 +480,8 @@ impl fmt::Display for DeconvSection {
 /// # Errors
 /// [`Error::Cfg`] for malformed text ([`DeconvSection::parse`]); the configuration's errors
 /// ([`DeconvConfig::geometry`]) for sizes that make no layer.
-pub fn parse_deconvolutional(
-    section: &str,
-    batch: usize,
-    in_h: usize,
-    in_w: usize,
-    in_c: usize,
-) -> Result<DeconvConfig> {
-    DeconvSection::parse(section)?.to_config(batch, in_h, in_w, in_c)
+pub fn parse_deconvolutional(section: &str, input: InputShape) -> Result<DeconvConfig> {
+    DeconvSection::parse(section)?.to_config(input)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1227,18 +1224,12 @@ pub struct ForwardFiles {
     pub cfg: PathBuf,
     /// A `.weights` file holding that one layer.
     pub weights: PathBuf,
-    /// The input, `batch * in_c * in_h * in_w` little-endian `f32`s, NCHW.
+    /// The input, `batch * channels * h * w` little-endian `f32`s, NCHW.
     pub input: PathBuf,
     /// Where to write the output, `batch * filters * out_h * out_w` little-endian `f32`s, NCHW.
     pub output: PathBuf,
-    /// Images in the input.
-    pub batch: usize,
-    /// Input height.
-    pub in_h: usize,
-    /// Input width.
-    pub in_w: usize,
-    /// Input channels.
-    pub in_c: usize,
+    /// The input's batch, channels, height and width.
+    pub shape: InputShape,
     /// How to load the weights.
     pub options: LoadOptions,
 }
@@ -1266,11 +1257,11 @@ pub struct ForwardReport {
 /// # Errors
 /// The cfg's errors ([`parse_deconvolutional`]), the weights' errors ([`load_weights`]),
 /// [`Error::Truncated`] / [`Error::TrailingBytes`] when the input file is not exactly
-/// `batch * in_c * in_h * in_w * 4` bytes, [`Error::Io`] for file errors.
+/// `batch * channels * h * w * 4` bytes, [`Error::Io`] for file errors.
 pub fn forward_files(job: &ForwardFiles) -> Result<ForwardReport> {
     let cfg = std::fs::read_to_string(&job.cfg)
         .map_err(|e| io_error(format!("reading cfg file {}", job.cfg.display()), &e))?;
-    let config = parse_deconvolutional(&cfg, job.batch, job.in_h, job.in_w, job.in_c)?;
+    let config = parse_deconvolutional(&cfg, job.shape)?;
     let mut layer: DeconvLayer<f32, DefaultBackend> = DeconvLayer::new(&config)?;
     let header = load_weights(&mut layer, &job.weights, &job.options)?;
     let g = *layer.geometry();

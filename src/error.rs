@@ -22,6 +22,14 @@ pub enum Error {
         /// What was being computed.
         what: &'static str,
     },
+    /// Memory for a buffer could not be reserved: the system refused it, or the size is beyond
+    /// what the allocator may be asked for. The call had no effect.
+    Allocation {
+        /// The buffer (`weights`, `output`, `workspace`, ...).
+        what: &'static str,
+        /// Bytes asked for.
+        bytes: u64,
+    },
     /// A buffer passed in has the wrong number of elements.
     BufferLength {
         /// The buffer's name (`input`, `workspace`, ...).
@@ -100,6 +108,11 @@ impl fmt::Display for Error {
                 write!(f, "invalid parameter `{param}`: {reason}")
             }
             Error::Overflow { what } => write!(f, "size overflow while computing {what}"),
+            Error::Allocation { what, bytes } => write!(
+                f,
+                "could not allocate {bytes} bytes ({:.1} GiB) for `{what}`",
+                *bytes as f64 / (1u64 << 30) as f64
+            ),
             Error::BufferLength {
                 buffer,
                 expected,

@@ -79,7 +79,7 @@ mod transpose;
 
 pub use activation::Activation;
 pub use backend::{AnyBackend, COMPILED_BACKENDS, DefaultBackend, Gemm};
-pub use config::{Algorithm, DeconvConfig, Geometry};
+pub use config::{Algorithm, DeconvConfig, Geometry, InputShape};
 pub use element::Element;
 pub use error::{Error, Result};
 pub use layer::{DeconvLayer, Mode, Optimizer, Params, UpdateArgs};

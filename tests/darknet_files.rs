@@ -10,7 +10,9 @@ use deconv::darknet::{
     WeightsWriter, forward_files, layer_byte_len, load_weights, parse_deconvolutional, read_header,
     read_weights, save_weights, write_header, write_weights,
 };
-use deconv::{Activation, DeconvConfig, DeconvLayer, DefaultBackend, Element, Error, Gemm, Mode};
+use deconv::{
+    Activation, DeconvConfig, DeconvLayer, DefaultBackend, Element, Error, Gemm, InputShape, Mode,
+};
 
 // ------------------------------------------------------------------------------------------
 // helpers
@@ -766,7 +768,7 @@ fn io_errors_are_reported_and_interrupted_reads_retried() {
 fn cfg_defaults_are_darknets() {
     let section = DeconvSection::parse("[deconvolutional]\n").unwrap();
     assert_eq!(section, DeconvSection::default());
-    let config = parse_deconvolutional("", 2, 5, 6, 3).unwrap();
+    let config = parse_deconvolutional("", InputShape::new(2, 3, 5, 6)).unwrap();
     assert_eq!(
         config,
         DeconvConfig::new(2, 3, 5, 6, 1, 1).activation(Activation::Logistic)
@@ -786,7 +788,7 @@ fn cfg_pad_overrides_padding() {
         ("size=4\npadding=3", 3),
         ("size=4\npad=0\npadding=1", 1),
     ] {
-        let config = parse_deconvolutional(text, 1, 8, 8, 1).unwrap();
+        let config = parse_deconvolutional(text, InputShape::new(1, 1, 8, 8)).unwrap();
         assert_eq!(config.pad, [padding, padding], "{text}");
     }
 }
@@ -803,11 +805,11 @@ fn cfg_comments_and_whitespace() {
                 activation= leaky \r\n\
                 ;activation=relu\n\
                 \n";
-    let config = parse_deconvolutional(text, 1, 4, 4, 2).unwrap();
+    let config = parse_deconvolutional(text, InputShape::new(1, 2, 4, 4)).unwrap();
     assert_eq!(config.filters, 8);
     let with_bom = format!("\u{feff}{text}");
     assert_eq!(
-        parse_deconvolutional(&with_bom, 1, 4, 4, 2).unwrap(),
+        parse_deconvolutional(&with_bom, InputShape::new(1, 2, 4, 4)).unwrap(),
         config
     );
     assert_eq!(config.kernel, [3, 3]);
@@ -855,13 +857,13 @@ fn cfg_network_keys_are_accepted_and_returned() {
         ]
     );
     assert_eq!(DeconvSection::parse(&section.to_string()).unwrap(), section);
-    let config = parse_deconvolutional(text, 1, 2, 2, 1).unwrap();
+    let config = parse_deconvolutional(text, InputShape::new(1, 1, 2, 2)).unwrap();
     assert_eq!(config.filters, 2);
 }
 
 /// Parses `text`, expects an `Error::Cfg` at `line` for `key`, returns the message.
 fn cfg_err(text: &str, line: usize, key: Option<&str>) -> String {
-    let err = parse_deconvolutional(text, 1, 4, 4, 1).unwrap_err();
+    let err = parse_deconvolutional(text, InputShape::new(1, 1, 4, 4)).unwrap_err();
     match &err {
         Error::Cfg {
             line: l, key: k, ..
@@ -935,7 +937,7 @@ fn cfg_errors_name_the_line_and_key() {
 
 #[test]
 fn cfg_sizes_that_make_no_layer_are_config_errors() {
-    let err = parse_deconvolutional("filters=0", 1, 4, 4, 1).unwrap_err();
+    let err = parse_deconvolutional("filters=0", InputShape::new(1, 1, 4, 4)).unwrap_err();
     assert!(
         matches!(
             err,
@@ -946,7 +948,7 @@ fn cfg_sizes_that_make_no_layer_are_config_errors() {
         ),
         "{err:?}"
     );
-    let err = parse_deconvolutional("size=0", 1, 4, 4, 1).unwrap_err();
+    let err = parse_deconvolutional("size=0", InputShape::new(1, 1, 4, 4)).unwrap_err();
     assert!(
         matches!(
             err,
@@ -957,7 +959,7 @@ fn cfg_sizes_that_make_no_layer_are_config_errors() {
         ),
         "{err:?}"
     );
-    let err = parse_deconvolutional("stride=0", 1, 4, 4, 1).unwrap_err();
+    let err = parse_deconvolutional("stride=0", InputShape::new(1, 1, 4, 4)).unwrap_err();
     assert!(
         matches!(
             err,
@@ -969,13 +971,13 @@ fn cfg_sizes_that_make_no_layer_are_config_errors() {
         "{err:?}"
     );
     // out = (1 - 1) * 1 + 1 - 2 * 1 < 1
-    let err = parse_deconvolutional("padding=1", 1, 1, 1, 1).unwrap_err();
+    let err = parse_deconvolutional("padding=1", InputShape::new(1, 1, 1, 1)).unwrap_err();
     assert!(
         matches!(err, Error::InvalidParameter { param: "pad", .. }),
         "{err:?}"
     );
     // The previous layer's shape must be an image.
-    let err = parse_deconvolutional("", 1, 0, 4, 1).unwrap_err();
+    let err = parse_deconvolutional("", InputShape::new(1, 1, 0, 4)).unwrap_err();
     assert!(
         matches!(err, Error::InvalidParameter { param: "in_h", .. }),
         "{err:?}"
@@ -997,7 +999,7 @@ learning_rate=0.5
 ";
     let section = DeconvSection::parse(text).unwrap();
     assert_eq!(section.learning_rate_scale, 0.5);
-    let config = section.to_config(4, 26, 26, 256).unwrap();
+    let config = section.to_config(InputShape::new(4, 256, 26, 26)).unwrap();
     let expected = DeconvConfig::new(4, 256, 26, 26, 128, 4)
         .stride(2)
         .pad(2)
@@ -1033,10 +1035,7 @@ fn forward_job(name: &str) -> (ForwardFiles, TempFiles) {
         weights: temp_path(&format!("{name}.weights")),
         input: temp_path(&format!("{name}.in.f32")),
         output: temp_path(&format!("{name}.out.f32")),
-        batch: 1,
-        in_h: 1,
-        in_w: 1,
-        in_c: 1,
+        shape: InputShape::new(1, 1, 1, 1),
         options: LoadOptions::new(),
     };
     let files = TempFiles(vec![
@@ -1074,13 +1073,13 @@ fn forward_files_hand_computed() {
 #[test]
 fn forward_files_matches_the_layer_with_batch_norm() {
     let (mut job, _files) = forward_job("bn");
-    job.batch = 2;
-    job.in_h = 5;
-    job.in_w = 4;
-    job.in_c = 3;
+    job.shape.batch = 2;
+    job.shape.h = 5;
+    job.shape.w = 4;
+    job.shape.channels = 3;
     let cfg = "[deconv]\nbatch_normalize=1\nfilters=4\nsize=4\nstride=2\npad=1\nactivation=leaky\n";
     std::fs::write(&job.cfg, cfg).unwrap();
-    let config = parse_deconvolutional(cfg, 2, 5, 4, 3).unwrap();
+    let config = parse_deconvolutional(cfg, InputShape::new(2, 3, 5, 4)).unwrap();
     let mut layer: DeconvLayer<f32> = DeconvLayer::new(&config.clone().seed(3)).unwrap();
     fill_distinct(&mut layer, 11);
     save_weights(&layer, &job.weights, &WeightsHeader::new(12)).unwrap();
@@ -1116,4 +1115,28 @@ fn forward_files_matches_the_layer_with_batch_norm() {
     std::fs::write(&job.cfg, "filters=4\nsize=four\n").unwrap();
     let err = forward_files(&job).unwrap_err();
     assert_contains(&err.to_string(), &["cfg line 2, key `size`"]);
+}
+
+/// The Darknet readers take the input's sizes as a named `InputShape`, in the NCHW order of
+/// `DeconvConfig::new` (they used to take `batch, h, w, c`, so that a call written in the
+/// config's order compiled and built another layer).
+#[test]
+fn cfg_input_shape_is_named_and_in_nchw_order() {
+    let cfg = "filters=4\nsize=3\nstride=2";
+    let input = InputShape {
+        batch: 2,
+        channels: 3,
+        h: 5,
+        w: 7,
+    };
+    let config = parse_deconvolutional(cfg, input).unwrap();
+    let by_hand = DeconvConfig::new(2, 3, 5, 7, 4, 3)
+        .stride(2)
+        .activation(Activation::Logistic);
+    assert_eq!(config, by_hand);
+    assert_eq!(InputShape::new(2, 3, 5, 7), input);
+    let section = DeconvSection::parse(cfg).unwrap();
+    assert_eq!(section.to_config(input).unwrap(), by_hand);
+    let g = config.geometry().unwrap();
+    assert_eq!((g.in_channels(), g.in_h(), g.in_w()), (3, 5, 7));
 }

@@ -7,7 +7,7 @@
 #![no_main]
 
 use deconv::darknet::DeconvSection;
-use deconv::{DeconvLayer, Mode};
+use deconv::{DeconvLayer, InputShape, Mode};
 use libfuzzer_sys::fuzz_target;
 
 /// Largest buffer (elements) the target lets a layer allocate.
@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(reparsed, section, "{printed}");
 
     let [h, w, c] = dims.map(|d| usize::from(d % 8) + 1);
-    let Ok(config) = section.to_config(2, h, w, c) else {
+    let Ok(config) = section.to_config(InputShape::new(2, c, h, w)) else {
         return;
     };
     let g = config.geometry().expect("to_config validated it");
