@@ -11,7 +11,9 @@
 //! not the gradient of its own forward; we differ on purpose (tested against finite differences).
 
 use crate::activation::Activation;
+use crate::alloc;
 use crate::element::Element;
+use crate::error::{Error, Result, check_len};
 use crate::reduce::{sum, sum_sq_dev};
 use crate::simd::multiversion;
 use rayon::prelude::*;
@@ -21,13 +23,12 @@ pub const EPSILON: f64 = 1e-6;
 /// Weight of the old value in the rolling statistics.
 pub const ROLLING_MOMENTUM: f64 = 0.99;
 
-/// The parameters and statistics of one batch-normalized layer (`channels` = filters).
+/// The parameters and statistics of one batch-normalized layer (`channels` = filters). The
+/// scale gradient lives with the layer's other gradients.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct BatchNorm<T> {
     /// Per-channel scale (gamma, Darknet `scales`), initialized to 1.
     pub(crate) scales: Vec<T>,
-    /// Accumulated scale gradient, descent direction (Darknet `scale_updates`).
-    pub(crate) scale_updates: Vec<T>,
     /// Last training batch's mean (Darknet `mean`).
     pub(crate) mean: Vec<T>,
     /// Last training batch's unbiased variance (Darknet `variance`).
@@ -36,7 +37,8 @@ pub(crate) struct BatchNorm<T> {
     pub(crate) rolling_mean: Vec<T>,
     /// Rolling variance used in inference (Darknet `rolling_variance`).
     pub(crate) rolling_variance: Vec<T>,
-    /// Normalized values of the last training forward, `[batch][channels][spatial]` (Darknet `x_norm`).
+    /// Normalized values of the last training forward, `[batch][channels][spatial]` (Darknet
+    /// `x_norm`); empty in a layer that does not train.
     pub(crate) x_norm: Vec<T>,
     /// Backward scratch: per-channel `sum(delta)` and `sum(delta * x_hat)`, kept so that
     /// backward does not allocate.
@@ -50,28 +52,76 @@ pub(crate) struct BatchNorm<T> {
     coefficients: Vec<(T, T, T)>,
     /// Per `[image][channel]` plane: `(mean, sum of squared deviations)`, filled by the
     /// training forward pass as each plane is computed; backward reuses it for the planes'
-    /// `(sum(delta), sum(delta * x_hat))`.
+    /// `(sum(delta), sum(delta * x_hat))`. Empty in a layer that does not train.
     pub(crate) plane_stats: Vec<(T, T)>,
 }
 
 impl<T: Element> BatchNorm<T> {
     /// Darknet's initial state: scales 1, statistics 0, for `total` activations per batch of
-    /// `batch` images.
-    pub(crate) fn new(channels: usize, total: usize, batch: usize) -> Self {
-        BatchNorm {
-            scales: vec![T::one(); channels],
-            scale_updates: vec![T::zero(); channels],
-            mean: vec![T::zero(); channels],
-            variance: vec![T::zero(); channels],
-            rolling_mean: vec![T::zero(); channels],
-            rolling_variance: vec![T::zero(); channels],
-            x_norm: vec![T::zero(); total],
-            sums: vec![(T::zero(), T::zero()); channels],
-            coefficients: vec![(T::zero(), T::zero(), T::zero()); channels],
-            inference_mul: vec![T::zero(); channels],
-            inference_add: vec![T::zero(); channels],
-            plane_stats: vec![(T::zero(), T::zero()); channels * batch],
-        }
+    /// `batch` images; the training buffers (`x_norm`, per-plane statistics) only if `training`.
+    pub(crate) fn new(channels: usize, total: usize, batch: usize, training: bool) -> Result<Self> {
+        let per_batch = |n: usize| if training { n } else { 0 };
+        Ok(BatchNorm {
+            scales: alloc::filled("scales", channels, T::one())?,
+            mean: alloc::zeros("mean", channels)?,
+            variance: alloc::zeros("variance", channels)?,
+            rolling_mean: alloc::zeros("rolling_mean", channels)?,
+            rolling_variance: alloc::zeros("rolling_variance", channels)?,
+            x_norm: alloc::zeros("x_norm", per_batch(total))?,
+            sums: alloc::filled("batch-norm sums", per_batch(channels), Default::default())?,
+            coefficients: alloc::filled(
+                "batch-norm coefficients",
+                per_batch(channels),
+                Default::default(),
+            )?,
+            inference_mul: alloc::zeros("batch-norm inference factors", channels)?,
+            inference_add: alloc::zeros("batch-norm inference offsets", channels)?,
+            plane_stats: alloc::filled(
+                "batch-norm plane statistics",
+                per_batch(channels * batch),
+                Default::default(),
+            )?,
+        })
+    }
+
+    /// Elements (of `T`, counting a pair as two and a triple as three) that [`new`](Self::new)
+    /// reserves.
+    pub(crate) fn elements(channels: usize, total: usize, batch: usize, training: bool) -> u128 {
+        let (c, t, b) = (channels as u128, total as u128, batch as u128);
+        7 * c + if training { t + 5 * c + 2 * c * b } else { 0 }
+    }
+
+    /// Elements (counting a pair as two and a triple as three) the buffers hold now.
+    pub(crate) fn held_elements(&self) -> usize {
+        let singles = [
+            &self.scales,
+            &self.mean,
+            &self.variance,
+            &self.rolling_mean,
+            &self.rolling_variance,
+            &self.x_norm,
+            &self.inference_mul,
+            &self.inference_add,
+        ];
+        singles.iter().map(|v| v.len()).sum::<usize>()
+            + 2 * (self.sums.len() + self.plane_stats.len())
+            + 3 * self.coefficients.len()
+    }
+
+    /// Copies every value of `other` (same sizes) into `self`.
+    pub(crate) fn copy_from(&mut self, other: &Self) {
+        self.scales.copy_from_slice(&other.scales);
+        self.mean.copy_from_slice(&other.mean);
+        self.variance.copy_from_slice(&other.variance);
+        self.rolling_mean.copy_from_slice(&other.rolling_mean);
+        self.rolling_variance
+            .copy_from_slice(&other.rolling_variance);
+        self.x_norm.copy_from_slice(&other.x_norm);
+        self.sums.copy_from_slice(&other.sums);
+        self.inference_mul.copy_from_slice(&other.inference_mul);
+        self.inference_add.copy_from_slice(&other.inference_add);
+        self.coefficients.copy_from_slice(&other.coefficients);
+        self.plane_stats.copy_from_slice(&other.plane_stats);
     }
 
     /// Training forward on `data` in place: statistics (combined from `plane_stats`, which the
@@ -139,6 +189,7 @@ impl<T: Element> BatchNorm<T> {
         output: &[T],
         activation: Activation,
         bias_updates: &mut [T],
+        scale_updates: &mut [T],
         spatial: usize,
     ) {
         let channels = self.scales.len();
@@ -163,7 +214,7 @@ impl<T: Element> BatchNorm<T> {
             .iter()
             .zip(&self.scales)
             .zip(&self.variance)
-            .zip(bias_updates.iter_mut().zip(self.scale_updates.iter_mut()))
+            .zip(bias_updates.iter_mut().zip(scale_updates.iter_mut()))
             .zip(self.coefficients.iter_mut());
         for ((((&(sum, dot), &scale), &var), (bias_update, scale_update)), coef) in per_channel {
             *bias_update += sum;
@@ -253,13 +304,51 @@ fn combine_plane_stats<T: Element>(
 
 /// Per-channel mean and unbiased variance of `[batch][channels][spatial]` data (Darknet
 /// `mean_cpu` and `variance_cpu`).
+///
+/// # Example
+/// ```
+/// use deconv::batchnorm::channel_stats;
+///
+/// // 2 images of 2 channels of 2 values.
+/// let data = [1.0, 3.0, 10.0, 10.0, 5.0, 7.0, 10.0, 10.0];
+/// let (mut mean, mut var) = ([0.0; 2], [0.0; 2]);
+/// channel_stats(&data, 2, 2, &mut mean, &mut var)?;
+/// assert_eq!(mean, [4.0, 10.0]);
+/// assert_eq!(var, [20.0 / 3.0, 0.0]);
+/// # Ok::<(), deconv::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for 0 channels, 0 values per plane, or fewer than 2 values per
+/// channel (the unbiased variance divides by `N - 1`); [`Error::BufferLength`] when `data` is
+/// not a whole number of `channels * spatial` images or `mean` / `variance` do not have
+/// `channels` elements.
 pub fn channel_stats<T: Element>(
     data: &[T],
     channels: usize,
     spatial: usize,
     mean: &mut [T],
     variance: &mut [T],
-) {
+) -> Result<()> {
+    let invalid = |param, reason: &str| {
+        Err(Error::InvalidParameter {
+            param,
+            reason: reason.into(),
+        })
+    };
+    if channels == 0 {
+        return invalid("channels", "must be at least 1");
+    }
+    if spatial == 0 {
+        return invalid("spatial", "must be at least 1");
+    }
+    check_len("mean", channels, mean.len())?;
+    check_len("variance", channels, variance.len())?;
+    let image = crate::error::mul("image size", &[channels, spatial])?;
+    check_len("data", data.len().next_multiple_of(image), data.len())?;
+    if data.len() / channels < 2 {
+        return invalid("data", "needs at least 2 values per channel");
+    }
     let count = T::of((data.len() / channels) as f64);
     mean.par_iter_mut()
         .zip(variance.par_iter_mut())
@@ -269,6 +358,7 @@ pub fn channel_stats<T: Element>(
             *m = planes().map(sum).sum::<T>() / count;
             *v = planes().map(|p| sum_sq_dev(p, *m)).sum::<T>() / (count - T::one());
         });
+    Ok(())
 }
 
 #[cfg(test)]
@@ -310,7 +400,7 @@ mod tests {
             .map(|i| ((i * 7919 % 1013) as f64 / 97.0).sin() * 3.0 + (i % 5) as f64)
             .collect();
         let (mut m1, mut v1) = (vec![0.0; channels], vec![0.0; channels]);
-        channel_stats(&data, channels, spatial, &mut m1, &mut v1);
+        channel_stats(&data, channels, spatial, &mut m1, &mut v1).unwrap();
         let planes: Vec<(f64, f64)> = data
             .chunks(spatial)
             .map(|p| {

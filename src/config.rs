@@ -99,6 +99,12 @@ pub struct DeconvConfig {
     pub batch_normalize: bool,
     /// Allocate Adam's moment buffers so [`Optimizer::Adam`](crate::Optimizer::Adam) can be used.
     pub adam: bool,
+    /// Whether the layer holds gradient state (default `true`): `delta`, the weight, bias and
+    /// scale gradients, batch norm's training buffers, and per-thread gradient sums at the
+    /// first backward. A layer built with `false` is for inference only: it holds none of
+    /// these (its gradient accessors return empty slices) and a training forward, `backward`
+    /// or `update` is [`Error::InvalidState`].
+    pub training: bool,
     /// Seed of the weight initialization (the layer's RNG is ChaCha8).
     pub seed: u64,
     /// Whether the layer owns a workspace (default `true`). With `false`, forward and backward
@@ -135,6 +141,7 @@ impl DeconvConfig {
             activation: Activation::Linear,
             batch_normalize: false,
             adam: false,
+            training: true,
             seed: 0,
             own_workspace: true,
             algorithm: Algorithm::Auto,
@@ -215,6 +222,23 @@ impl DeconvConfig {
         self.adam = on;
         self
     }
+    /// Whether the layer can train (see [`DeconvConfig::training`](Self#structfield.training)).
+    ///
+    /// ```
+    /// use deconv::{DeconvConfig, DeconvLayer, Mode};
+    ///
+    /// let config = DeconvConfig::new(1, 2, 4, 4, 3, 4).stride(2).training(false);
+    /// let mut layer: DeconvLayer<f32> = DeconvLayer::new(&config)?;
+    /// assert!(layer.weight_updates().is_empty() && layer.delta().is_empty());
+    /// layer.forward(&[0.5; 2 * 4 * 4], Mode::Inference)?;
+    /// assert!(layer.forward(&[0.5; 2 * 4 * 4], Mode::Train).is_err());
+    /// # Ok::<(), deconv::Error>(())
+    /// ```
+    #[must_use]
+    pub fn training(mut self, on: bool) -> Self {
+        self.training = on;
+        self
+    }
     /// Sets the initialization seed.
     #[must_use]
     pub fn seed(mut self, seed: u64) -> Self {
@@ -240,7 +264,9 @@ impl DeconvConfig {
     /// # Errors
     /// [`Error::InvalidParameter`] naming the parameter when a size is zero, the output would be
     /// empty, `output_padding` is not smaller than the stride or the dilation, or a channel count
-    /// is not a multiple of `groups`; [`Error::Overflow`] when a buffer size overflows `usize`.
+    /// is not a multiple of `groups`; [`Error::Overflow`] when a buffer size overflows `usize`,
+    /// or a buffer of `f64`s would take more than half of `isize::MAX` bytes (4 EiB: no machine
+    /// has that memory, and `Vec` panics when asked for more than `isize::MAX`).
     pub fn geometry(&self) -> Result<Geometry> {
         let positive = |param: &'static str, v: usize| {
             if v == 0 {
@@ -332,13 +358,31 @@ impl DeconvConfig {
             weight_count: mul("weight count", &[self.in_channels, group_out, kh, kw])?,
             workspace_size: mul("workspace size", &[group_out, kh, kw, self.in_h, self.in_w])?,
         };
-        // Whole-batch buffers, and the FLOP count, must be representable too.
-        mul("batch input size", &[g.batch, g.inputs])?;
-        mul("batch output size", &[g.batch, g.outputs])?;
+        // Whole-batch buffers, and the FLOP count, must be representable too, and every buffer
+        // in bytes must be something an allocator may be asked for (`isize::MAX` bytes, for the
+        // widest element type): `Vec` panics beyond that.
+        let batch_inputs = mul("batch input size", &[g.batch, g.inputs])?;
+        let batch_outputs = mul("batch output size", &[g.batch, g.outputs])?;
+        let workspaces = mul("workspace size", &[g.workspace_size, g.batch])?;
         mul("FLOP count", &[2, g.workspace_size, g.in_channels, g.batch])?;
+        for (what, elements) in [
+            ("input size in bytes", batch_inputs),
+            ("output size in bytes", batch_outputs),
+            ("weights size in bytes", g.weight_count),
+            ("workspace size in bytes", workspaces),
+        ] {
+            // Twice the weights: the tiled backward's transposed copy pads their rows.
+            let most = isize::MAX as usize / (2 * MAX_ELEMENT_BYTES);
+            if elements > most {
+                return Err(Error::Overflow { what });
+            }
+        }
         Ok(g)
     }
 }
+
+/// Bytes of the widest [`Element`](crate::Element) type, `f64`.
+const MAX_ELEMENT_BYTES: usize = 8;
 
 /// Validated sizes of a layer, from [`DeconvConfig::geometry`]. Every product of these sizes
 /// that the layer uses is known not to overflow.

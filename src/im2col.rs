@@ -17,23 +17,111 @@ use rayon::prelude::*;
 use std::ops::Range;
 
 /// How a column matrix maps onto image planes. Pairs are `[height, width]`.
+///
+/// Built by [`Window::new`], which checks it, or by a layer's
+/// [`Geometry::window`](crate::Geometry::window).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
-    /// Kernel `[kh, kw]`.
-    pub kernel: [usize; 2],
-    /// Stride `[sh, sw]`.
-    pub stride: [usize; 2],
-    /// Padding `[ph, pw]`.
-    pub pad: [usize; 2],
-    /// Dilation `[dh, dw]`.
-    pub dilation: [usize; 2],
-    /// Size of the small image (columns of the matrix), `[h, w]`.
-    pub small: [usize; 2],
-    /// Size of the big image (the planes), `[out_h, out_w]`.
-    pub big: [usize; 2],
+    pub(crate) kernel: [usize; 2],
+    pub(crate) stride: [usize; 2],
+    pub(crate) pad: [usize; 2],
+    pub(crate) dilation: [usize; 2],
+    pub(crate) small: [usize; 2],
+    pub(crate) big: [usize; 2],
 }
 
 impl Window {
+    /// The window of a kernel `[kh, kw]` with `stride`, `pad` and `dilation` between a small
+    /// image (the matrix's columns, `[h, w]`) and a big one (the planes, `[out_h, out_w]`).
+    ///
+    /// ```
+    /// use deconv::im2col::{Window, col2im};
+    ///
+    /// // A 2x2 kernel with stride 2 spreads each small pixel over its own 2x2 block.
+    /// let window = Window::new([2, 2], [2, 2], [0, 0], [1, 1], [1, 2], [2, 4])?;
+    /// let cols = [1.0f32, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 2.0]; // rows (ki, kj), columns (iy, ix)
+    /// let mut plane = [0.0f32; 8];
+    /// col2im(&cols, &window, &mut plane)?;
+    /// assert_eq!(plane, [1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0]);
+    /// assert!(Window::new([2, 2], [0, 2], [0, 0], [1, 1], [1, 2], [2, 4]).is_err());
+    /// # Ok::<(), deconv::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`](crate::Error::InvalidParameter) for a kernel, stride or
+    /// dilation of 0; [`Error::Overflow`](crate::Error::Overflow) when the pixel indices the
+    /// window reaches do not fit `isize`.
+    pub fn new(
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pad: [usize; 2],
+        dilation: [usize; 2],
+        small: [usize; 2],
+        big: [usize; 2],
+    ) -> Result<Self> {
+        for (param, v) in [
+            ("kernel", kernel),
+            ("stride", stride),
+            ("dilation", dilation),
+        ] {
+            if v.contains(&0) {
+                return Err(crate::Error::InvalidParameter {
+                    param,
+                    reason: format!("{v:?}: each must be at least 1"),
+                });
+            }
+        }
+        for a in 0..2 {
+            // The loops compute `i * stride + k * dilation - pad` and compare it with `big`.
+            let span = small[a]
+                .checked_mul(stride[a])
+                .and_then(|x| x.checked_add((kernel[a] - 1).checked_mul(dilation[a])?))
+                .and_then(|x| x.checked_add(pad[a])?.checked_add(big[a]))
+                .filter(|&x| x <= isize::MAX as usize);
+            if span.is_none() {
+                return Err(crate::Error::Overflow {
+                    what: "window pixel index",
+                });
+            }
+        }
+        let window = Window {
+            kernel,
+            stride,
+            pad,
+            dilation,
+            small,
+            big,
+        };
+        window.col_plane()?;
+        window.big_plane()?;
+        Ok(window)
+    }
+
+    /// Kernel `[kh, kw]`.
+    pub fn kernel(&self) -> [usize; 2] {
+        self.kernel
+    }
+    /// Stride `[sh, sw]`.
+    pub fn stride(&self) -> [usize; 2] {
+        self.stride
+    }
+    /// Padding `[ph, pw]`.
+    pub fn pad(&self) -> [usize; 2] {
+        self.pad
+    }
+    /// Dilation `[dh, dw]`.
+    pub fn dilation(&self) -> [usize; 2] {
+        self.dilation
+    }
+    /// Size of the small image (columns of the matrix), `[h, w]`.
+    pub fn small(&self) -> [usize; 2] {
+        self.small
+    }
+    /// Size of the big image (the planes), `[out_h, out_w]`.
+    pub fn big(&self) -> [usize; 2] {
+        self.big
+    }
+
     fn col_plane(&self) -> Result<usize> {
         mul(
             "column matrix size",
@@ -404,14 +492,9 @@ mod tests {
                                     continue;
                                 }
                                 let big = [big[0] - 2 * pad[0], big[1] - 2 * pad[1]];
-                                v.push(Window {
-                                    kernel,
-                                    stride,
-                                    pad,
-                                    dilation,
-                                    small,
-                                    big,
-                                });
+                                v.push(
+                                    Window::new(kernel, stride, pad, dilation, small, big).unwrap(),
+                                );
                             }
                         }
                     }

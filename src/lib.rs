@@ -61,6 +61,7 @@
 #![warn(missing_docs)]
 
 pub mod activation;
+mod alloc;
 pub mod backend;
 pub mod batchnorm;
 #[cfg(feature = "capi")]

@@ -3,8 +3,10 @@
 //! adjoint.
 
 use super::forward::image_tasks;
+use super::memory;
 use super::plan::{Plan, Tile, even_parts};
 use super::{DeconvLayer, Mode};
+use crate::alloc;
 use crate::backend::{Gemm, MatMut, MatRef, gemm_on};
 use crate::batchnorm::BatchNorm;
 use crate::config::Geometry;
@@ -52,7 +54,9 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
         if let Some(d) = &input_delta {
             check_len("input_delta", g.batch() * g.inputs(), d.len())?;
         }
-        check_len_at_least("workspace", self.plan.slot_size(&g), workspace.len())?;
+        let slot = self.plan.slot_size(&g);
+        check_len_at_least("workspace", slot, workspace.len())?;
+        self.training("backward")?;
         match (self.last_forward, &self.bn) {
             (None, _) => {
                 return Err(Error::InvalidState(
@@ -66,23 +70,35 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             }
             _ => {}
         }
+        // Everything the pass needs is reserved before anything changes: a failed
+        // reservation leaves the layer as it was.
+        self.plan.reserve_backward(&g)?;
+        let want = image_tasks(slot, g.batch(), workspace.len());
+        let tasks = self.reserve_gradient_tasks(want, workspace.len())?;
         self.last_forward = None;
         let ohw = g.out_area();
         let activation = self.config.activation;
+        let (wc, n) = (g.weight_count(), g.filters());
+        let Some(train) = &mut self.train else {
+            unreachable!("checked above")
+        };
+        let (weight_updates, bias_updates, scale_updates) =
+            super::split3(&mut train.gradients, wc, n);
+        let delta = &mut train.delta;
         match &mut self.bn {
             Some(bn) => bn.backward_sums(
-                &mut self.delta,
+                delta,
                 &self.output,
                 activation,
-                &mut self.bias_updates,
+                bias_updates,
+                scale_updates,
                 ohw,
             ),
             None => {
-                activation.gradient_slice(&self.output, &mut self.delta)?;
-                backward_bias(&mut self.bias_updates, &self.delta, ohw);
+                activation.gradient_slice(&self.output, delta)?;
+                backward_bias(bias_updates, delta, ohw);
             }
         }
-        let slot = self.plan.slot_size(&g);
         self.plan.refresh_weights(&self.weights, &g);
         let mut tiles = None;
         let packed_grad = match &mut self.plan {
@@ -113,23 +129,24 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             tiles,
             bn: self.bn.as_ref(),
         };
-        let wc = g.weight_count();
-        let tasks =
-            image_tasks(slot, g.batch(), workspace.len()).min(self.task_updates.len() / wc.max(1));
         if tasks > 1 {
             // Images over threads; each task sums its weight gradient in its own buffer (in the
-            // phase plan's packed layout when it has one).
+            // phase plan's packed layout when it has one). Where the buffers are fewer than the
+            // threads (see `memory::gradient_tasks`), each task splits its images' work over
+            // the rest.
+            let inner_parallel = tasks < rayon::current_num_threads();
             let per_task = g.batch().div_ceil(tasks);
             let tasks = g.batch().div_ceil(per_task);
             let dx_parts = match input_delta {
                 Some(dx) => Either::Left(dx.par_chunks_mut(per_task * g.inputs()).map(Some)),
                 None => Either::Right((0..tasks).into_par_iter().map(|_| None)),
             };
-            self.task_updates[..tasks * wc]
+            let parts = &mut train.task_updates[..tasks * wc];
+            parts
                 .par_chunks_mut(wc)
                 .zip(workspace.par_chunks_mut(slot))
                 .zip(input.par_chunks(per_task * g.inputs()))
-                .zip(self.delta.par_chunks_mut(per_task * g.outputs()))
+                .zip(delta.par_chunks_mut(per_task * g.outputs()))
                 .zip(dx_parts)
                 .enumerate()
                 .try_for_each(|(t, ((((dw, ws), x), delta), mut dx))| {
@@ -140,32 +157,33 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
                             .as_deref_mut()
                             .map(|d| &mut d[i * g.inputs()..][..g.inputs()]);
                         let b = t * per_task + i;
-                        image.run(b, x, delta, dx, dw, &mut ws[..slot], false)?;
+                        image.run(b, x, delta, dx, dw, &mut ws[..slot], inner_parallel)?;
                     }
                     Ok::<(), Error>(())
                 })?;
-            let parts = &self.task_updates[..tasks * wc];
+            let parts = &*parts;
             match image.phases {
                 Some((plan, _)) => {
                     for part in parts.chunks(wc) {
-                        plan.unpack_add(part, &mut self.weight_updates);
+                        plan.unpack_add(part, weight_updates);
                     }
                 }
                 None => {
-                    let updates = &mut self.weight_updates;
-                    updates.par_chunks_mut(4096).enumerate().for_each(|(i, u)| {
-                        for part in parts.chunks(wc) {
-                            for (u, &p) in u.iter_mut().zip(&part[i * 4096..]) {
-                                *u += p;
+                    weight_updates
+                        .par_chunks_mut(4096)
+                        .enumerate()
+                        .for_each(|(i, u)| {
+                            for part in parts.chunks(wc) {
+                                for (u, &p) in u.iter_mut().zip(&part[i * 4096..]) {
+                                    *u += p;
+                                }
                             }
-                        }
-                    });
+                        });
                 }
             }
         } else {
             // One image at a time, each image's work split over the threads; the gradient
             // goes straight to weight_updates (or, for phases, to the packed buffer first).
-            let delta = &mut self.delta;
             let mut each_image = |dw: &mut [T]| {
                 for b in 0..g.batch() {
                     let x = &input[b * g.inputs()..][..g.inputs()];
@@ -180,12 +198,39 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             match (packed_grad, image.phases) {
                 (Some(grad), Some((plan, _))) => {
                     each_image(grad)?;
-                    plan.unpack_add(grad, &mut self.weight_updates);
+                    plan.unpack_add(grad, weight_updates);
                 }
-                _ => each_image(&mut self.weight_updates)?,
+                _ => each_image(weight_updates)?,
             }
         }
         Ok(())
+    }
+
+    /// Reserves the per-task weight-gradient buffers for `want` image tasks (once; again only
+    /// when more are wanted) and returns how many tasks run (see
+    /// [`memory::gradient_tasks`]); 1, without buffers, when a single task runs. `workspace`
+    /// is the length of the workspace this pass runs on (the layer's own is taken out of it
+    /// during the pass).
+    fn reserve_gradient_tasks(&mut self, want: usize, workspace: usize) -> Result<usize> {
+        let wc = self.geometry.weight_count();
+        let slot = self.plan.slot_size(&self.geometry);
+        let own_workspace = match self.config.own_workspace {
+            true => self.workspace.len().max(workspace),
+            false => 0,
+        };
+        let held = memory::held_elements(self) - self.workspace.len() + own_workspace;
+        let Some(train) = &mut self.train else {
+            return Ok(1);
+        };
+        let extra_slots = own_workspace.saturating_sub(slot);
+        let base = held - extra_slots - train.task_updates.len();
+        let room = base.saturating_sub(extra_slots);
+        let tasks = memory::gradient_tasks(want, wc, room);
+        if tasks > 1 && train.task_updates.len() < tasks * wc {
+            train.task_updates = Vec::new(); // the old buffers go before the new ones come
+            train.task_updates = alloc::zeros("per-thread weight gradients", tasks * wc)?;
+        }
+        Ok(tasks)
     }
 }
 

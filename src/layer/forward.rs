@@ -19,8 +19,9 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
     ///
     /// # Errors
     /// [`Error::BufferLength`] when `input` is not `batch * in_channels * h * w` long;
-    /// [`Error::InvalidState`] when the layer was built without its own workspace, or when batch
-    /// norm trains on fewer than 2 values per channel.
+    /// [`Error::InvalidState`] when the layer was built without its own workspace, when batch
+    /// norm trains on fewer than 2 values per channel, or for [`Mode::Train`] on a layer built
+    /// with [`training(false)`](crate::DeconvConfig::training).
     pub fn forward(&mut self, input: &[T], mode: Mode) -> Result<&[T]> {
         let mut workspace = self.take_workspace("forward")?;
         let result = self.forward_with_workspace(input, mode, &mut workspace);
@@ -44,6 +45,9 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
         check_len("input", g.batch() * g.inputs(), input.len())?;
         let slot = self.plan.slot_size(&g);
         check_len_at_least("workspace", slot, workspace.len())?;
+        if mode == Mode::Train {
+            self.training("a forward pass in Mode::Train")?;
+        }
         if mode == Mode::Train && self.bn.is_some() && g.batch() * g.out_area() < 2 {
             return Err(Error::InvalidState(
                 "batch norm in training needs at least 2 values per channel (batch * out_h * out_w >= 2)"
@@ -89,7 +93,10 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
         let per_image = if stats.is_empty() { 0 } else { g.filters() };
         let tasks = image_tasks(slot, g.batch(), workspace.len());
         if tasks > 1 {
-            // Images over threads, each with its own part of the workspace and serial kernels.
+            // Images over threads, each with its own part of the workspace and serial kernels;
+            // with fewer slots than threads (see `memory::workspace_slots`), each task splits
+            // its images' work over the rest.
+            let inner_parallel = tasks < rayon::current_num_threads();
             let per_task = g.batch().div_ceil(tasks);
             let stats_parts = if per_image == 0 {
                 Either::Left((0..tasks).into_par_iter().map(|_| &mut [][..]))
@@ -107,7 +114,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
                         let s = stats
                             .get_mut(i * per_image..(i + 1) * per_image)
                             .unwrap_or_default();
-                        image.run(x, out, &mut cols[..slot], false, s)
+                        image.run(x, out, &mut cols[..slot], inner_parallel, s)
                     })
                 })?;
         } else {

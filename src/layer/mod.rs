@@ -4,10 +4,12 @@
 //! - `plan`: how the passes run for a geometry (columns or phases, backward tiles);
 //! - `forward` and `backward`: the passes, image by image;
 //! - `update`: SGD with momentum and Adam;
-//! - `reshape`: resize, bilinear init and batch-norm folding.
+//! - `reshape`: resize, bilinear init and batch-norm folding;
+//! - `memory`: what the buffers take, before and after they are reserved.
 
 mod backward;
 mod forward;
+mod memory;
 mod plan;
 mod reshape;
 #[cfg(test)]
@@ -17,6 +19,7 @@ mod update;
 pub use update::{Optimizer, Params, UpdateArgs};
 
 use crate::activation::Activation;
+use crate::alloc;
 use crate::backend::{DefaultBackend, Gemm};
 use crate::batchnorm::BatchNorm;
 use crate::config::{Algorithm, DeconvConfig, Geometry};
@@ -26,7 +29,7 @@ use plan::Plan;
 use rand::SeedableRng;
 use rand::rngs::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
-use update::{AdamState, Moments};
+use update::AdamState;
 
 /// Whether a forward pass trains (batch statistics) or infers (rolling statistics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,19 +75,48 @@ pub struct DeconvLayer<T: Element = f32, B: Gemm<T> = DefaultBackend> {
     backend: B,
     learning_rate_scale: T,
     weights: Weights<T>,
-    weight_updates: Vec<T>,
     biases: Vec<T>,
-    bias_updates: Vec<T>,
     bn: Option<BatchNorm<T>>,
-    adam: Option<AdamState<T>>,
     output: Vec<T>,
-    delta: Vec<T>,
     workspace: Vec<T>,
     plan: Plan<T>,
-    /// Per-task weight-gradient sums of an image-parallel backward, `min(batch, threads)` of
-    /// them (none for batch 1).
-    task_updates: Vec<T>,
+    /// `None` in a layer built with `training(false)`.
+    train: Option<Training<T>>,
     last_forward: Option<Mode>,
+}
+
+/// What a layer needs to learn, and only to learn.
+#[derive(Debug, Clone)]
+struct Training<T> {
+    /// Every accumulated gradient in one buffer, `[weight_updates | bias_updates |
+    /// scale_updates]` (scales with batch norm only), so that one call reduces them all.
+    gradients: Vec<T>,
+    /// Darknet `delta`, `[batch][filters][out_h][out_w]`.
+    delta: Vec<T>,
+    adam: Option<AdamState<T>>,
+    /// Per-task weight-gradient sums of an image-parallel backward: reserved by the backward
+    /// that first needs them, and never more of them than the rest of the layer's memory
+    /// holds (see [`backward::gradient_tasks`]).
+    task_updates: Vec<T>,
+}
+
+impl<T> Training<T> {
+    /// `(weight_updates, bias_updates, scale_updates)`.
+    fn split(&self, weights: usize, filters: usize) -> (&[T], &[T], &[T]) {
+        let (w, rest) = self.gradients.split_at(weights);
+        let (b, s) = rest.split_at(filters);
+        (w, b, s)
+    }
+    fn split_mut(&mut self, weights: usize, filters: usize) -> (&mut [T], &mut [T], &mut [T]) {
+        split3(&mut self.gradients, weights, filters)
+    }
+}
+
+/// The `(weights, biases, scales)` parts of a `[weights | biases | scales]` buffer.
+fn split3<T>(v: &mut [T], weights: usize, filters: usize) -> (&mut [T], &mut [T], &mut [T]) {
+    let (w, rest) = v.split_at_mut(weights);
+    let (b, s) = rest.split_at_mut(filters);
+    (w, b, s)
 }
 
 /// The weights, and how many times they were handed out for writing: the copies derived from
@@ -111,21 +143,6 @@ impl<T> std::ops::Deref for Weights<T> {
     }
 }
 
-macro_rules! buffers {
-    ($($(#[$doc:meta])* $name:ident / $name_mut:ident => $($path:ident).+;)*) => {
-        $(
-            $(#[$doc])*
-            pub fn $name(&self) -> &[T] {
-                &self.$($path).+
-            }
-            $(#[$doc])*
-            pub fn $name_mut(&mut self) -> &mut [T] {
-                &mut self.$($path).+
-            }
-        )*
-    };
-}
-
 macro_rules! bn_buffers {
     ($($(#[$doc:meta])* $name:ident / $name_mut:ident => $field:ident;)*) => {
         $(
@@ -138,6 +155,28 @@ macro_rules! bn_buffers {
             /// `None` without batch norm.
             pub fn $name_mut(&mut self) -> Option<&mut [T]> {
                 self.bn.as_mut().map(|bn| &mut bn.$field[..])
+            }
+        )*
+    };
+}
+
+/// Accessors of the gradient buffers: empty slices in a layer that does not train.
+macro_rules! gradient_buffers {
+    ($($(#[$doc:meta])* $name:ident / $name_mut:ident => $part:tt;)*) => {
+        $(
+            $(#[$doc])*
+            ///
+            /// Empty in a layer built with [`training(false)`](DeconvConfig::training).
+            pub fn $name(&self) -> &[T] {
+                let (wc, n) = (self.geometry.weight_count(), self.geometry.filters());
+                self.train.as_ref().map_or(&[][..], |t| t.split(wc, n).$part)
+            }
+            $(#[$doc])*
+            ///
+            /// Empty in a layer built with [`training(false)`](DeconvConfig::training).
+            pub fn $name_mut(&mut self) -> &mut [T] {
+                let (wc, n) = (self.geometry.weight_count(), self.geometry.filters());
+                self.train.as_mut().map_or(&mut [][..], |t| t.split_mut(wc, n).$part)
             }
         )*
     };
@@ -162,59 +201,118 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
     /// Builds a layer on an explicitly chosen backend (see [`new`](Self::new)).
     ///
     /// # Errors
-    /// The configuration's errors ([`DeconvConfig::geometry`]).
+    /// The configuration's errors ([`DeconvConfig::geometry`]); [`Error::Allocation`] when the
+    /// layer's buffers do not fit the machine's memory or the allocator refuses one.
     pub fn with_backend(config: &DeconvConfig, backend: B) -> Result<Self> {
         let g = config.geometry()?;
+        let mut layer = Self::reserve(config, g, backend)?;
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let normal = Normal::new(0.0f64, 0.02).expect("0.02 is a valid standard deviation");
-        let scale = g.out_area() as f64 / g.in_area() as f64;
-        let weights = (0..g.weight_count())
-            .map(|_| T::of(normal.sample(&mut rng)) * T::of(scale))
-            .collect();
+        let scale = T::of(g.out_area() as f64 / g.in_area() as f64);
+        for w in layer.weights.get_mut() {
+            *w = T::of(normal.sample(&mut rng)) * scale;
+        }
+        Ok(layer)
+    }
+
+    /// A layer of `config` with every buffer reserved and zero (batch-norm scales 1), after
+    /// checking that they fit the machine together.
+    fn reserve(config: &DeconvConfig, g: Geometry, backend: B) -> Result<Self> {
+        if config.adam && !config.training {
+            return Err(Error::InvalidParameter {
+                param: "adam",
+                reason:
+                    "Adam's buffers are training state: the layer is built with training(false)"
+                        .into(),
+            });
+        }
+        let mut plan = Plan::new(config, &g)?;
+        let workspace_len = memory::sized_workspace(config, &g, &plan, "the layer's buffers")?;
+        plan.reserve_forward(&g)?;
         let total = g.batch() * g.outputs();
-        let n = g.filters();
-        let plan = Plan::new(config, &g)?;
+        let (wc, n) = (g.weight_count(), g.filters());
+        let scales = if config.batch_normalize { n } else { 0 };
+        let train = if config.training {
+            Some(Training {
+                gradients: alloc::zeros("gradients", wc + n + scales)?,
+                delta: alloc::zeros("delta", total)?,
+                adam: if config.adam {
+                    Some(AdamState::new(wc + n + scales)?)
+                } else {
+                    None
+                },
+                task_updates: Vec::new(),
+            })
+        } else {
+            None
+        };
         Ok(DeconvLayer {
             config: config.clone(),
             geometry: g,
             backend,
             learning_rate_scale: T::one(),
             weights: Weights {
-                data: weights,
+                data: alloc::zeros("weights", wc)?,
                 version: 0,
             },
-            weight_updates: vec![T::zero(); g.weight_count()],
-            biases: vec![T::zero(); n],
-            bias_updates: vec![T::zero(); n],
-            bn: config
-                .batch_normalize
-                .then(|| BatchNorm::new(n, total, g.batch())),
-            adam: config.adam.then(|| AdamState {
-                weights: Moments::new(g.weight_count()),
-                biases: Moments::new(n),
-                scales: Moments::new(if config.batch_normalize { n } else { 0 }),
-                step: 0,
-            }),
-            output: vec![T::zero(); total],
-            delta: vec![T::zero(); total],
-            workspace: if config.own_workspace {
-                vec![T::zero(); plan.own_workspace_len(&g)]
-            } else {
-                Vec::new()
+            biases: alloc::zeros("biases", n)?,
+            bn: match config.batch_normalize {
+                true => Some(BatchNorm::new(n, total, g.batch(), config.training)?),
+                false => None,
             },
+            output: alloc::zeros("output", total)?,
+            workspace: alloc::zeros("workspace", workspace_len)?,
             plan,
-            task_updates: {
-                let tasks = g.batch().min(rayon::current_num_threads());
-                vec![
-                    T::zero();
-                    if tasks > 1 {
-                        tasks * g.weight_count()
-                    } else {
-                        0
-                    }
-                ]
-            },
+            train,
             last_forward: None,
+        })
+    }
+
+    /// A copy of the layer, or [`Error::Allocation`] where [`Clone::clone`] would abort the
+    /// process: every buffer of the copy is reserved fallibly first, then filled.
+    ///
+    /// # Errors
+    /// [`Error::Allocation`] when the copy's buffers do not fit; `self` is unchanged.
+    pub fn try_clone(&self) -> Result<Self>
+    where
+        B: Clone,
+    {
+        let mut copy = Self::reserve(&self.config, self.geometry, self.backend.clone())?;
+        copy.learning_rate_scale = self.learning_rate_scale;
+        copy.weights.get_mut().copy_from_slice(&self.weights);
+        copy.biases.copy_from_slice(&self.biases);
+        if let (Some(to), Some(from)) = (&mut copy.bn, &self.bn) {
+            to.copy_from(from);
+        }
+        copy.output.copy_from_slice(&self.output);
+        if let (Some(to), Some(from)) = (&mut copy.train, &self.train) {
+            to.gradients.copy_from_slice(&from.gradients);
+            to.delta.copy_from_slice(&from.delta);
+            if let (Some(to), Some(from)) = (&mut to.adam, &from.adam) {
+                to.copy_from(from);
+            }
+        }
+        copy.last_forward = self.last_forward;
+        Ok(copy)
+    }
+
+    /// Bytes the layer's buffers hold now (parameters, gradients, outputs, workspace and
+    /// per-thread state; the README's "Memory" section gives the formula).
+    pub fn memory_bytes(&self) -> usize {
+        memory::held_elements(self) * size_of::<T>()
+    }
+
+    /// Whether the layer holds gradient state ([`DeconvConfig::training`]).
+    pub fn trains(&self) -> bool {
+        self.train.is_some()
+    }
+
+    /// The training state, or [`Error::InvalidState`] naming `call`.
+    fn training(&mut self, call: &str) -> Result<&mut Training<T>> {
+        self.train.as_mut().ok_or_else(|| {
+            Error::InvalidState(format!(
+                "{call} needs gradient state: the layer was built with training(false)"
+            ))
         })
     }
 
@@ -265,28 +363,6 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
     pub fn set_learning_rate_scale(&mut self, scale: T) {
         self.learning_rate_scale = scale;
     }
-    /// Adam steps taken so far (Darknet `t`), `None` without Adam buffers.
-    pub fn adam_step(&self) -> Option<u64> {
-        self.adam.as_ref().map(|a| a.step)
-    }
-
-    /// Sets Adam's step count (to restore an optimizer state with
-    /// [`adam_moments_mut`](Self::adam_moments_mut)).
-    ///
-    /// # Errors
-    /// [`Error::InvalidState`] when the layer has no Adam buffers.
-    pub fn set_adam_step(&mut self, step: u64) -> Result<()> {
-        match &mut self.adam {
-            Some(a) => {
-                a.step = step;
-                Ok(())
-            }
-            None => Err(Error::InvalidState(
-                "the layer has no Adam buffers: build it with DeconvConfig::adam(true)".into(),
-            )),
-        }
-    }
-
     /// Weights `[in_channels][filters / groups][kh][kw]` (Darknet `weights`).
     pub fn weights(&self) -> &[T] {
         &self.weights
@@ -305,25 +381,79 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
         self.weights.get_mut();
     }
 
-    buffers! {
+    /// Biases, one per filter (Darknet `biases`; with batch norm, the shift after scaling).
+    pub fn biases(&self) -> &[T] {
+        &self.biases
+    }
+    /// Biases, one per filter (Darknet `biases`; with batch norm, the shift after scaling).
+    pub fn biases_mut(&mut self) -> &mut [T] {
+        &mut self.biases
+    }
+    /// Output of the last forward pass, `[batch][filters][out_h][out_w]` (Darknet `output`).
+    pub fn output(&self) -> &[T] {
+        &self.output
+    }
+    /// Output of the last forward pass, `[batch][filters][out_h][out_w]` (Darknet `output`).
+    pub fn output_mut(&mut self) -> &mut [T] {
+        &mut self.output
+    }
+    /// Gradient at the output, descent direction `-dLoss/dOutput`, to be filled before
+    /// [`backward`](Self::backward) (Darknet `delta`).
+    ///
+    /// Empty in a layer built with [`training(false)`](DeconvConfig::training).
+    pub fn delta(&self) -> &[T] {
+        self.train.as_ref().map_or(&[][..], |t| &t.delta)
+    }
+    /// Gradient at the output, descent direction `-dLoss/dOutput`, to be filled before
+    /// [`backward`](Self::backward) (Darknet `delta`).
+    ///
+    /// Empty in a layer built with [`training(false)`](DeconvConfig::training).
+    pub fn delta_mut(&mut self) -> &mut [T] {
+        self.train.as_mut().map_or(&mut [][..], |t| &mut t.delta)
+    }
+
+    gradient_buffers! {
         /// Accumulated weight gradient, descent direction (Darknet `weight_updates`).
-        weight_updates / weight_updates_mut => weight_updates;
-        /// Biases, one per filter (Darknet `biases`; with batch norm, the shift after scaling).
-        biases / biases_mut => biases;
+        weight_updates / weight_updates_mut => 0;
         /// Accumulated bias gradient, descent direction (Darknet `bias_updates`).
-        bias_updates / bias_updates_mut => bias_updates;
-        /// Output of the last forward pass, `[batch][filters][out_h][out_w]` (Darknet `output`).
-        output / output_mut => output;
-        /// Gradient at the output, descent direction `-dLoss/dOutput`, to be filled before
-        /// [`backward`](Self::backward) (Darknet `delta`).
-        delta / delta_mut => delta;
+        bias_updates / bias_updates_mut => 1;
+    }
+
+    /// Accumulated scale gradient, descent direction (Darknet `scale_updates`); `None` without
+    /// batch norm, empty in a layer built with [`training(false)`](DeconvConfig::training).
+    pub fn scale_updates(&self) -> Option<&[T]> {
+        let (wc, n) = (self.geometry.weight_count(), self.geometry.filters());
+        let scales = self.train.as_ref().map_or(&[][..], |t| t.split(wc, n).2);
+        self.bn.as_ref().map(|_| scales)
+    }
+    /// Accumulated scale gradient, descent direction (Darknet `scale_updates`); `None` without
+    /// batch norm, empty in a layer built with [`training(false)`](DeconvConfig::training).
+    pub fn scale_updates_mut(&mut self) -> Option<&mut [T]> {
+        let (wc, n) = (self.geometry.weight_count(), self.geometry.filters());
+        let scales = self
+            .train
+            .as_mut()
+            .map_or(&mut [][..], |t| t.split_mut(wc, n).2);
+        self.bn.as_ref().map(|_| scales)
+    }
+
+    /// Every accumulated gradient in one contiguous buffer: the
+    /// [`weight_updates`](Self::weight_updates), then the [`bias_updates`](Self::bias_updates),
+    /// then (with batch norm) the [`scale_updates`](Self::scale_updates). One call can sum it
+    /// across processes. Empty in a layer built with [`training(false)`](DeconvConfig::training).
+    pub fn gradients(&self) -> &[T] {
+        self.train.as_ref().map_or(&[][..], |t| &t.gradients)
+    }
+    /// Mutable [`gradients`](Self::gradients).
+    pub fn gradients_mut(&mut self) -> &mut [T] {
+        self.train
+            .as_mut()
+            .map_or(&mut [][..], |t| &mut t.gradients)
     }
 
     bn_buffers! {
         /// Batch-norm scales (Darknet `scales`).
         scales / scales_mut => scales;
-        /// Accumulated scale gradient, descent direction (Darknet `scale_updates`).
-        scale_updates / scale_updates_mut => scale_updates;
         /// Rolling mean (Darknet `rolling_mean`).
         rolling_mean / rolling_mean_mut => rolling_mean;
         /// Rolling unbiased variance (Darknet `rolling_variance`).
@@ -336,27 +466,13 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
         x_norm / x_norm_mut => x_norm;
     }
 
-    /// Adam's first and second moments `(m, v)` for `params` (Darknet `m`/`v`, `bias_m`/`bias_v`,
-    /// `scale_m`/`scale_v`); `None` without Adam buffers (empty for scales without batch norm).
-    pub fn adam_moments(&self, params: Params) -> Option<(&[T], &[T])> {
-        self.adam.as_ref().map(|a| {
-            let m = a.moments(params);
-            (&m.m[..], &m.v[..])
-        })
-    }
-
-    /// Mutable [`adam_moments`](Self::adam_moments), to restore an optimizer state.
-    pub fn adam_moments_mut(&mut self, params: Params) -> Option<(&mut [T], &mut [T])> {
-        self.adam.as_mut().map(|a| {
-            let m = a.moments_mut(params);
-            (&mut m.m[..], &mut m.v[..])
-        })
-    }
-
     /// The output and the delta at once, to hand the delta to the next layer's backward while
     /// reading this layer's output.
+    ///
+    /// The delta is empty in a layer built with [`training(false)`](DeconvConfig::training).
     pub fn output_and_delta_mut(&mut self) -> (&[T], &mut [T]) {
-        (&self.output, &mut self.delta)
+        let delta = self.train.as_mut().map_or(&mut [][..], |t| &mut t.delta);
+        (&self.output, delta)
     }
 
     fn take_workspace(&mut self, call: &str) -> Result<Vec<T>> {

@@ -2,6 +2,7 @@
 //! of the column backward ([`Tile`]).
 
 use super::Weights;
+use crate::alloc;
 use crate::config::{Algorithm, DeconvConfig, Geometry};
 use crate::element::Element;
 use crate::error::{Error, Result};
@@ -22,7 +23,7 @@ pub(super) enum Plan<T> {
     Columns { tiles: Option<Tiles<T>> },
     /// With the weights repacked for the phase GEMMs (from the weights' version
     /// `packed_from`; repacked when they changed), and the one-thread backward's weight
-    /// gradient in that layout.
+    /// gradient in that layout (reserved by the first backward).
     Phases {
         plan: Box<PhasePlan>,
         packed: Vec<T>,
@@ -33,7 +34,7 @@ pub(super) enum Plan<T> {
 
 /// The tiled column backward: its [`Tile`], and the weights transposed per group
 /// (`[group][rows][in_channels / groups]`, rows [`skewed_ld`] apart) from the weights' version
-/// `transposed_from` (transposed again when they changed).
+/// `transposed_from` (transposed again when they changed); reserved by the first backward.
 #[derive(Debug, Clone)]
 pub(super) struct Tiles<T> {
     pub(super) tile: Tile,
@@ -42,10 +43,11 @@ pub(super) struct Tiles<T> {
 }
 
 impl<T: Element> Tiles<T> {
-    pub(super) fn new(g: &Geometry, tile: Tile) -> Self {
+    /// Tiles of `tile`, their buffer not yet reserved.
+    pub(super) fn new(tile: Tile) -> Self {
         Tiles {
             tile,
-            weights_t: vec![T::zero(); weights_t_len::<T>(g)],
+            weights_t: Vec::new(),
             transposed_from: None,
         }
     }
@@ -61,17 +63,19 @@ pub(super) struct Tile {
 
 impl<T: Element> Plan<T> {
     pub(super) fn columns(g: &Geometry) -> Self {
-        let tiles = column_tiles::<T>(g).map(|tile| Tiles::new(g, tile));
+        let tiles = column_tiles::<T>(g).map(Tiles::new);
         Plan::Columns { tiles }
     }
 
+    /// The plan for `config`'s algorithm on `g`, its buffers not yet reserved
+    /// ([`reserve_forward`](Self::reserve_forward), [`reserve_backward`](Self::reserve_backward)).
     pub(super) fn new(config: &DeconvConfig, g: &Geometry) -> Result<Self> {
         let phases = || {
             PhasePlan::new(g).map(|plan| Plan::Phases {
                 plan: Box::new(plan),
-                packed: vec![T::zero(); g.weight_count()],
+                packed: Vec::new(),
                 packed_from: None,
-                packed_grad: vec![T::zero(); g.weight_count()],
+                packed_grad: Vec::new(),
             })
         };
         Ok(match config.algorithm {
@@ -122,7 +126,9 @@ impl<T: Element> Plan<T> {
                 plan.pack_weights(weights, packed);
                 *packed_from = current;
             }
-            Plan::Columns { tiles: Some(t) } if t.transposed_from != current => {
+            Plan::Columns { tiles: Some(t) }
+                if t.transposed_from != current && !t.weights_t.is_empty() =>
+            {
                 let (cg, rows) = (g.group_in(), g.col_rows());
                 let ld = skewed_ld::<T>(cg);
                 let per_group = weights.chunks(cg * rows);
@@ -133,6 +139,40 @@ impl<T: Element> Plan<T> {
             }
             _ => {}
         }
+    }
+
+    /// Elements the forward pass's buffers take ([`reserve_forward`](Self::reserve_forward)).
+    pub(super) fn forward_elements(&self, g: &Geometry) -> u128 {
+        match self {
+            Plan::Columns { .. } => 0,
+            Plan::Phases { .. } => g.weight_count() as u128,
+        }
+    }
+
+    /// Reserves what the forward pass needs: the phase plan's repacked weights.
+    pub(super) fn reserve_forward(&mut self, g: &Geometry) -> Result<()> {
+        if let Plan::Phases { packed, .. } = self
+            && packed.is_empty()
+        {
+            *packed = alloc::zeros("phase-packed weights", g.weight_count())?;
+        }
+        Ok(())
+    }
+
+    /// Reserves what the backward pass needs besides the forward's (once; later calls do
+    /// nothing): the phase plan's packed weight gradient, or the tiles' transposed weights.
+    pub(super) fn reserve_backward(&mut self, g: &Geometry) -> Result<()> {
+        match self {
+            Plan::Phases { packed_grad, .. } if packed_grad.is_empty() => {
+                *packed_grad = alloc::zeros("phase-packed weight gradient", g.weight_count())?;
+            }
+            Plan::Columns { tiles: Some(t) } if t.weights_t.is_empty() => {
+                t.weights_t = alloc::zeros("transposed weights", weights_t_len::<T>(g))?;
+                t.transposed_from = None;
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Rows of the smallest phase-class GEMM (0 for columns).
@@ -149,11 +189,6 @@ impl<T: Element> Plan<T> {
             Plan::Columns { .. } => g.workspace_size(),
             Plan::Phases { plan, .. } => plan.workspace_size(),
         }
-    }
-
-    /// A layer's own workspace: one slot per rayon thread (at construction), at most `batch`.
-    pub(super) fn own_workspace_len(&self, g: &Geometry) -> usize {
-        self.slot_size(g) * g.batch().min(rayon::current_num_threads())
     }
 }
 

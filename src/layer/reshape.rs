@@ -3,6 +3,7 @@
 
 use super::DeconvLayer;
 use super::plan::Plan;
+use crate::alloc;
 use crate::backend::Gemm;
 use crate::batchnorm::EPSILON;
 use crate::element::Element;
@@ -13,22 +14,37 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
     /// delta, batch-norm and workspace buffers. Parameters are kept.
     ///
     /// # Errors
-    /// The configuration's errors for the new size; the layer is unchanged then.
+    /// The configuration's errors for the new size, [`Error::Allocation`] when the new buffers
+    /// do not fit; the layer is unchanged then (the new buffers are all reserved before the
+    /// old ones go).
     pub fn resize(&mut self, in_h: usize, in_w: usize) -> Result<()> {
         let mut config = self.config.clone();
         config.in_h = in_h;
         config.in_w = in_w;
         let g = config.geometry()?;
-        let plan = Plan::new(&config, &g)?;
+        let mut plan = Plan::new(&config, &g)?;
+        let what = "the resized layer's buffers";
+        let workspace_len = super::memory::sized_workspace(&config, &g, &plan, what)?;
+        plan.reserve_forward(&g)?;
         let total = g.batch() * g.outputs();
-        self.output = vec![T::zero(); total];
-        self.delta = vec![T::zero(); total];
+        let output = alloc::zeros("output", total)?;
+        let delta = match self.train {
+            Some(_) => alloc::zeros("delta", total)?,
+            None => Vec::new(),
+        };
+        let x_norm = match (&self.bn, &self.train) {
+            (Some(_), Some(_)) => alloc::zeros("x_norm", total)?,
+            _ => Vec::new(),
+        };
+        let workspace = alloc::zeros("workspace", workspace_len)?;
+        self.output = output;
+        if let Some(t) = &mut self.train {
+            t.delta = delta;
+        }
         if let Some(bn) = &mut self.bn {
-            bn.x_norm = vec![T::zero(); total];
+            bn.x_norm = x_norm;
         }
-        if config.own_workspace {
-            self.workspace = vec![T::zero(); plan.own_workspace_len(&g)];
-        }
+        self.workspace = workspace;
         self.plan = plan;
         self.config = config;
         self.geometry = g;
@@ -40,10 +56,13 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
     ///
     /// For each axis with kernel `k`, factor `f = ceil(k / 2)` and center `f - 1` (k odd) or
     /// `f - 0.5` (k even), the tap `i` weighs `1 - |i - center| / f`; the kernel is the outer
-    /// product, placed on the channel diagonal (input channel `i` to output channel `i`, for `i`
-    /// below both channel counts and within one group); every other weight is 0.
-    // Darknet omits the `/ f` (a 4x4 kernel gets negative corners) and indexes the weights as
-    // `[n][c]`, reaching the diagonal only when c == n; we write the standard kernel on `W[i][i]`.
+    /// product. As in Darknet, every filter gets it, from one input channel: filter `f` reads
+    /// channel `f % in_channels` (within its group: local filter `f` reads the group's local
+    /// channel `f % (in_channels / groups)`); every other weight is 0. With as many filters as
+    /// channels that is the channel diagonal; with more filters, channels are read again.
+    // Darknet omits the `/ f` (a 4x4 kernel gets negative corners) and writes at
+    // `f*k*k*c + (f%c)*k*k`, i.e. indexes the weights `[n][c]` although they are `[c][n]`; we
+    // write the standard kernel on `W[f % c][f]`.
     pub fn bilinear_init(&mut self) {
         let g = self.geometry;
         let profile = |k: usize, i: usize| {
@@ -52,15 +71,13 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             1.0 - (i as f64 - center).abs() / f
         };
         let [kh, kw] = g.kernel();
+        let (cg, ng) = (g.group_in(), g.group_out());
         let weights = self.weights.get_mut();
         weights.fill(T::zero());
-        for ch in 0..g.in_channels().min(g.filters()) {
-            let group = ch / g.group_in();
-            if ch / g.group_out() != group {
-                continue;
-            }
-            let local_out = ch - group * g.group_out();
-            let base = (ch * g.group_out() + local_out) * kh * kw;
+        for filter in 0..g.filters() {
+            let (group, local) = (filter / ng, filter % ng);
+            let channel = group * cg + local % cg;
+            let base = (channel * ng + local) * kh * kw;
             for i in 0..kh {
                 for j in 0..kw {
                     weights[base + i * kw + j] = T::of(profile(kh, i) * profile(kw, j));
@@ -82,15 +99,17 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
     /// # Errors
     /// [`Error::InvalidState`] when the layer has no batch norm.
     pub fn denormalize(&mut self) -> Result<()> {
-        let Some(bn) = self.bn.take() else {
+        let Some(mut bn) = self.bn.take() else {
             return Err(Error::InvalidState(
                 "denormalize needs a batch-normalized layer".into(),
             ));
         };
         let g = self.geometry;
-        let factor: Vec<T> = (0..g.filters())
-            .map(|i| bn.scales[i] / (bn.rolling_variance[i].sqrt() + T::of(EPSILON)))
-            .collect();
+        // The per-filter factors, in a buffer batch norm no longer needs.
+        let factor = &mut bn.inference_mul;
+        for (i, f) in factor.iter_mut().enumerate() {
+            *f = bn.scales[i] / (bn.rolling_variance[i].sqrt() + T::of(EPSILON));
+        }
         let (ng, taps) = (g.group_out(), g.taps());
         for (row, w) in self.weights.get_mut().chunks_mut(taps).enumerate() {
             // Row = (c, local filter); its filter is local + group(c) * ng.
@@ -100,6 +119,14 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
         }
         for (i, b) in self.biases.iter_mut().enumerate() {
             *b -= bn.rolling_mean[i] * factor[i];
+        }
+        // The scales' part of the gradients (and of Adam's moments) goes with batch norm.
+        if let Some(t) = &mut self.train {
+            let params = g.weight_count() + g.filters();
+            t.gradients.truncate(params);
+            if let Some(adam) = &mut t.adam {
+                adam.truncate(params);
+            }
         }
         self.config.batch_normalize = false;
         self.last_forward = None;

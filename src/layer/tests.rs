@@ -25,7 +25,7 @@ where
     let mut layer = DeconvLayer::<T, DefaultBackend>::new(config).unwrap();
     let g = *layer.geometry();
     layer.plan = Plan::Columns {
-        tiles: tile.map(|tile| Tiles::new(&g, tile)),
+        tiles: tile.map(|tile| Tiles::new(tile)),
     };
     let weights = whole(g.weight_count(), 1);
     layer.weights_mut().copy_from_slice(&weights);
@@ -241,7 +241,7 @@ fn derived_weights_follow_every_change() {
             let g = *layer.geometry();
             assert!(tile.fits::<f64>(&g));
             layer.plan = Plan::Columns {
-                tiles: Some(Tiles::new(&g, tile)),
+                tiles: Some(Tiles::new(tile)),
             };
         }
         layer

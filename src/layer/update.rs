@@ -1,7 +1,8 @@
 //! The optimizer steps (Darknet `update_deconvolutional_layer`): SGD with momentum and weight
 //! decay, and Adam.
 
-use super::DeconvLayer;
+use super::{DeconvLayer, split3};
+use crate::alloc;
 use crate::backend::Gemm;
 use crate::element::Element;
 use crate::error::{Error, Result};
@@ -63,29 +64,40 @@ impl<T: Element> UpdateArgs<T> {
     }
 }
 
-/// Adam's moments (Darknet `m`, `v`, `bias_m`, `bias_v`, `scale_m`, `scale_v`) and step count.
+/// Adam's moments (Darknet `m`, `v`, `bias_m`, `bias_v`, `scale_m`, `scale_v`), laid out as the
+/// layer's gradients (`[weights | biases | scales]`), and the step count.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct AdamState<T> {
-    pub(super) weights: Moments<T>,
-    pub(super) biases: Moments<T>,
-    pub(super) scales: Moments<T>,
-    pub(super) step: u64,
+    m: Vec<T>,
+    v: Vec<T>,
+    step: u64,
 }
 
-impl<T> AdamState<T> {
-    pub(super) fn moments(&self, params: Params) -> &Moments<T> {
-        match params {
-            Params::Weights => &self.weights,
-            Params::Biases => &self.biases,
-            Params::Scales => &self.scales,
-        }
+impl<T: Element> AdamState<T> {
+    /// Zero moments for `len` parameters, step 0.
+    pub(super) fn new(len: usize) -> Result<Self> {
+        Ok(AdamState {
+            m: alloc::zeros("Adam first moments", len)?,
+            v: alloc::zeros("Adam second moments", len)?,
+            step: 0,
+        })
     }
-    pub(super) fn moments_mut(&mut self, params: Params) -> &mut Moments<T> {
-        match params {
-            Params::Weights => &mut self.weights,
-            Params::Biases => &mut self.biases,
-            Params::Scales => &mut self.scales,
-        }
+
+    /// Elements the moments hold.
+    pub(super) fn held_elements(&self) -> usize {
+        self.m.len() + self.v.len()
+    }
+
+    /// Keeps the moments of the first `len` parameters.
+    pub(super) fn truncate(&mut self, len: usize) {
+        self.m.truncate(len);
+        self.v.truncate(len);
+    }
+
+    pub(super) fn copy_from(&mut self, other: &Self) {
+        self.m.copy_from_slice(&other.m);
+        self.v.copy_from_slice(&other.v);
+        self.step = other.step;
     }
 }
 
@@ -98,21 +110,6 @@ pub enum Params {
     Biases,
     /// The batch-norm scales.
     Scales,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct Moments<T> {
-    pub(super) m: Vec<T>,
-    pub(super) v: Vec<T>,
-}
-
-impl<T: Element> Moments<T> {
-    pub(super) fn new(len: usize) -> Self {
-        Moments {
-            m: vec![T::zero(); len],
-            v: vec![T::zero(); len],
-        }
-    }
 }
 
 impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
@@ -138,26 +135,33 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
                 reason: "update needs batch >= 1".into(),
             });
         }
+        if let Optimizer::Adam { beta1, beta2, .. } = args.optimizer {
+            for (param, beta) in [("beta1", beta1), ("beta2", beta2)] {
+                if !(beta >= T::zero() && beta < T::one()) {
+                    return Err(Error::InvalidParameter {
+                        param,
+                        reason: format!("Adam's {param} must be in [0, 1), not {beta:?}"),
+                    });
+                }
+            }
+        }
+        let (wc, n) = (self.geometry.weight_count(), self.geometry.filters());
         let lr = args.learning_rate * self.learning_rate_scale;
         let batch = T::of(args.batch as f64);
+        let train = self.train.as_mut().ok_or_else(|| {
+            Error::InvalidState(
+                "update needs gradient state: the layer was built with training(false)".into(),
+            )
+        })?;
+        let (weight_updates, bias_updates, scale_updates) = split3(&mut train.gradients, wc, n);
         match args.optimizer {
             Optimizer::Sgd => {
-                sgd_step(
-                    &mut self.biases,
-                    &mut self.bias_updates,
-                    lr / batch,
-                    args.momentum,
-                );
+                sgd_step(&mut self.biases, bias_updates, lr / batch, args.momentum);
                 if let Some(bn) = &mut self.bn {
-                    sgd_step(
-                        &mut bn.scales,
-                        &mut bn.scale_updates,
-                        lr / batch,
-                        args.momentum,
-                    );
+                    sgd_step(&mut bn.scales, scale_updates, lr / batch, args.momentum);
                 }
                 let decay = -args.decay * batch;
-                self.weight_updates
+                weight_updates
                     .par_iter_mut()
                     .zip(self.weights.get_mut().par_iter_mut())
                     .for_each(|(u, w)| {
@@ -171,33 +175,87 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
                 beta2,
                 epsilon,
             } => {
-                let Some(adam) = &mut self.adam else {
+                let Some(adam) = &mut train.adam else {
                     return Err(Error::InvalidState(
                         "Adam needs the layer built with DeconvConfig::adam(true)".into(),
                     ));
                 };
-                adam.step += 1;
+                // Saturates instead of wrapping to 0; the corrections are computed in f64 for
+                // any step count (an i32 exponent would truncate past 2^31).
+                adam.step = adam.step.saturating_add(1);
+                let correction =
+                    |beta: T| T::of(1.0 - beta.to_f64_lossless().powf(adam.step as f64));
                 let rule = AdamRule {
                     beta1,
                     beta2,
                     epsilon,
                     lr,
                     decay: args.decay * batch,
-                    correction1: T::one() - beta1.powi(adam.step as i32),
-                    correction2: T::one() - beta2.powi(adam.step as i32),
+                    correction1: correction(beta1),
+                    correction2: correction(beta2),
                 };
-                rule.apply(
-                    self.weights.get_mut(),
-                    &mut self.weight_updates,
-                    &mut adam.weights,
-                );
-                rule.apply(&mut self.biases, &mut self.bias_updates, &mut adam.biases);
+                let (m, v) = (&mut adam.m, &mut adam.v);
+                let (mw, mb, ms) = split3(m, wc, n);
+                let (vw, vb, vs) = split3(v, wc, n);
+                rule.apply(self.weights.get_mut(), weight_updates, mw, vw);
+                rule.apply(&mut self.biases, bias_updates, mb, vb);
                 if let Some(bn) = &mut self.bn {
-                    rule.apply(&mut bn.scales, &mut bn.scale_updates, &mut adam.scales);
+                    rule.apply(&mut bn.scales, scale_updates, ms, vs);
                 }
             }
         }
         Ok(())
+    }
+
+    /// Adam steps taken so far (Darknet `t`), `None` without Adam buffers.
+    pub fn adam_step(&self) -> Option<u64> {
+        self.train.as_ref()?.adam.as_ref().map(|a| a.step)
+    }
+
+    /// Sets Adam's step count (to restore an optimizer state with
+    /// [`adam_moments_mut`](Self::adam_moments_mut)). Any count works: the next step saturates
+    /// at `u64::MAX`, where the bias corrections are 1.
+    ///
+    /// # Errors
+    /// [`Error::InvalidState`] when the layer has no Adam buffers.
+    pub fn set_adam_step(&mut self, step: u64) -> Result<()> {
+        match self.train.as_mut().and_then(|t| t.adam.as_mut()) {
+            Some(a) => {
+                a.step = step;
+                Ok(())
+            }
+            None => Err(Error::InvalidState(
+                "the layer has no Adam buffers: build it with DeconvConfig::adam(true)".into(),
+            )),
+        }
+    }
+
+    /// Adam's first and second moments `(m, v)` for `params` (Darknet `m`/`v`, `bias_m`/`bias_v`,
+    /// `scale_m`/`scale_v`); `None` without Adam buffers (empty for scales without batch norm).
+    pub fn adam_moments(&self, params: Params) -> Option<(&[T], &[T])> {
+        let (wc, n) = (self.geometry.weight_count(), self.geometry.filters());
+        let adam = self.train.as_ref()?.adam.as_ref()?;
+        let range = params.range(wc, n, adam.m.len());
+        Some((&adam.m[range.clone()], &adam.v[range]))
+    }
+
+    /// Mutable [`adam_moments`](Self::adam_moments), to restore an optimizer state.
+    pub fn adam_moments_mut(&mut self, params: Params) -> Option<(&mut [T], &mut [T])> {
+        let (wc, n) = (self.geometry.weight_count(), self.geometry.filters());
+        let adam = self.train.as_mut()?.adam.as_mut()?;
+        let range = params.range(wc, n, adam.m.len());
+        Some((&mut adam.m[range.clone()], &mut adam.v[range]))
+    }
+}
+
+impl Params {
+    /// Where these parameters' values sit in a `[weights | biases | scales]` buffer of `len`.
+    fn range(self, weights: usize, filters: usize, len: usize) -> std::ops::Range<usize> {
+        match self {
+            Params::Weights => 0..weights,
+            Params::Biases => weights..weights + filters,
+            Params::Scales => weights + filters..len,
+        }
     }
 }
 
@@ -219,13 +277,13 @@ struct AdamRule<T> {
 }
 
 impl<T: Element> AdamRule<T> {
-    fn apply(&self, params: &mut [T], updates: &mut [T], moments: &mut Moments<T>) {
+    fn apply(&self, params: &mut [T], updates: &mut [T], m: &mut [T], v: &mut [T]) {
         let one = T::one();
         for (((p, u), m), v) in params
             .iter_mut()
             .zip(updates.iter_mut())
-            .zip(moments.m.iter_mut())
-            .zip(moments.v.iter_mut())
+            .zip(m.iter_mut())
+            .zip(v.iter_mut())
         {
             let d = *u - self.decay * *p;
             *m = self.beta1 * *m + (one - self.beta1) * d;
