@@ -10,8 +10,10 @@
 //! `layer.cfg` holds one `[deconvolutional]` section, `layer.weights` a Darknet `.weights` file
 //! of that one layer, `in.f32` the input as `B*C*H*W` raw little-endian `f32` (NCHW). The output,
 //! computed in inference mode (batch norm with the rolling statistics), is written to `out.f32`
-//! as raw little-endian `f32`. Without `--cfg` etc., the example writes a small demo set of files
-//! into the system's temporary directory and runs on them (`--demo`).
+//! as raw little-endian `f32`. Any file may be a pipe (`--input <(cat in.f32)`). Without
+//! `--cfg` etc., the example writes a small demo set of files into one folder of the system's
+//! temporary directory, `deconv-darknet-demo` (overwritten by the next demo), and runs on them
+//! (`--demo`). `--help` prints the usage.
 
 use std::path::PathBuf;
 
@@ -21,7 +23,8 @@ use deconv::darknet::{
 use deconv::{DeconvLayer, InputShape};
 
 const USAGE: &str = "usage: darknet_forward --cfg FILE --weights FILE --input FILE --h H --w W --c C \
-                     [--batch B] --output FILE [--reject-non-finite]\n       darknet_forward --demo";
+                     [--batch B] --output FILE [--reject-non-finite]\n       darknet_forward --demo\n       \
+                     darknet_forward --help";
 
 fn parse_args(args: &[String]) -> Result<ForwardFiles, String> {
     let mut job = ForwardFiles {
@@ -76,7 +79,7 @@ fn parse_args(args: &[String]) -> Result<ForwardFiles, String> {
 
 /// Writes a demo cfg, weights and input into the temporary directory.
 fn demo_files() -> Result<ForwardFiles, Box<dyn std::error::Error>> {
-    let dir = std::env::temp_dir().join(format!("deconv-darknet-demo-{}", std::process::id()));
+    let dir = std::env::temp_dir().join("deconv-darknet-demo");
     std::fs::create_dir_all(&dir)?;
     let job = ForwardFiles {
         cfg: dir.join("layer.cfg"),
@@ -104,6 +107,10 @@ fn demo_files() -> Result<ForwardFiles, Box<dyn std::error::Error>> {
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return Ok(());
+    }
     let job = if args.is_empty() || args == ["--demo"] {
         let job = demo_files()?;
         println!(

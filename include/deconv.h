@@ -598,7 +598,8 @@ deconv_status deconv_update_args_adam(deconv_update_args *args, float learning_r
 deconv_status deconv_layer_create(const deconv_config *config, int backend, deconv_layer **out);
 
 /**
- * Creates an independent copy of `layer` (parameters, buffers, optimizer state) in `*out`.
+ * Creates an independent copy of `layer` (parameters, buffers, optimizer state) in `*out`;
+ * `DECONV_ERR_ALLOCATION` when the copy does not fit in memory.
  *
  * # Safety
  * `layer` must be `NULL` or a live handle; `out` must be `NULL` or valid for writing a pointer.

@@ -1114,7 +1114,8 @@ pub unsafe extern "C" fn deconv_layer_create(
     })
 }
 
-/// Creates an independent copy of `layer` (parameters, buffers, optimizer state) in `*out`.
+/// Creates an independent copy of `layer` (parameters, buffers, optimizer state) in `*out`;
+/// `DECONV_ERR_ALLOCATION` when the copy does not fit in memory.
 ///
 /// # Safety
 /// `layer` must be `NULL` or a live handle; `out` must be `NULL` or valid for writing a pointer.
@@ -1130,7 +1131,7 @@ pub unsafe extern "C" fn deconv_layer_clone(
     with_layer_ref("deconv_layer_clone", layer, |l| {
         check_out("out", out)?;
         let copy = Box::into_raw(Box::new(deconv_layer {
-            layer: l.clone(),
+            layer: l.try_clone()?,
             poisoned: false,
         }));
         // SAFETY: checked non-null and aligned; the caller guarantees it is writable.
@@ -2415,6 +2416,14 @@ mod tests {
             DECONV_ERR_INVALID_PARAMETER,
             "unknown algorithm code 3",
         );
+        // A layer larger than any machine: an error, not an abort (#10).
+        check(
+            config(1, 1, 1 << 20, 1 << 20, 1, 1),
+            DECONV_ERR_ALLOCATION,
+            "could not allocate",
+        );
+        // Element counts whose bytes do not fit isize: an error, not a panic (#10).
+        check(config(1, 1, 1, 1, 1 << 62, 1), DECONV_ERR_OVERFLOW, "bytes");
         check(
             deconv_config {
                 activation: -1,

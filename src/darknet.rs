@@ -685,6 +685,8 @@ const TRAILING_COUNT_LIMIT: u64 = 1 << 30;
 struct Counting<R> {
     inner: R,
     position: u64,
+    /// What is read, for messages (`the weights file`).
+    name: &'static str,
 }
 
 impl<R: Read> Counting<R> {
@@ -703,7 +705,7 @@ impl<R: Read> Counting<R> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     return Err(io_error(
-                        format!("reading the weights file at byte {}", self.position),
+                        format!("reading {} at byte {}", self.name, self.position),
                         &e,
                     ));
                 }
@@ -714,17 +716,12 @@ impl<R: Read> Counting<R> {
 
     /// Counts the bytes left (up to [`TRAILING_COUNT_LIMIT`]) without keeping them.
     fn count_rest(&mut self) -> Result<u64> {
-        let position = self.position;
+        let (position, name) = (self.position, self.name);
         let rest = io::copy(
             &mut (&mut self.inner).take(TRAILING_COUNT_LIMIT),
             &mut io::sink(),
         )
-        .map_err(|e| {
-            io_error(
-                format!("reading the weights file after byte {position}"),
-                &e,
-            )
-        })?;
+        .map_err(|e| io_error(format!("reading {name} after byte {position}"), &e))?;
         self.position += rest;
         Ok(rest)
     }
@@ -797,6 +794,7 @@ pub fn read_header(reader: impl Read) -> Result<WeightsHeader> {
         &mut Counting {
             inner: reader,
             position: 0,
+            name: "the weights file",
         },
         None,
     )
@@ -881,6 +879,7 @@ impl<R: Read> WeightsReader<R> {
         let mut src = Counting {
             inner: reader,
             position: 0,
+            name: "the weights file",
         };
         let header = read_header_counted(&mut src, then)?;
         Ok(WeightsReader {
@@ -1290,12 +1289,19 @@ pub fn forward_files(job: &ForwardFiles) -> Result<ForwardReport> {
     })
 }
 
-/// Reads exactly `count` little-endian `f32`s from the file at `path`.
+/// Reads exactly `count` little-endian `f32`s from the file at `path`, which may be a pipe
+/// (its size is not known before it is read).
 fn read_f32_file(path: &Path, count: usize, detail: impl Fn() -> String) -> Result<Vec<f32>> {
     let context = || format!("reading input file {}", path.display());
-    let mut file = File::open(path).map_err(|e| io_error(context(), &e))?;
+    let file = File::open(path).map_err(|e| io_error(context(), &e))?;
+    let mut src = Counting {
+        inner: io::BufReader::new(file),
+        position: 0,
+        name: "the input file",
+    };
     let expected = (count as u64).saturating_mul(4);
-    let found = file.metadata().map_err(|e| io_error(context(), &e))?.len();
+    let mut bytes = crate::alloc::filled("input file", count.saturating_mul(4), 0u8)?;
+    let found = src.fill(&mut bytes)? as u64;
     if found < expected {
         return Err(Error::Truncated {
             what: "input file".into(),
@@ -1304,17 +1310,15 @@ fn read_f32_file(path: &Path, count: usize, detail: impl Fn() -> String) -> Resu
             detail: detail(),
         });
     }
-    if found > expected {
+    let rest = src.count_rest()?;
+    if rest > 0 {
         return Err(Error::TrailingBytes {
             what: "input file".into(),
             expected,
-            found,
+            found: expected + rest,
             detail: detail(),
         });
     }
-    let mut bytes = vec![0u8; 4 * count];
-    file.read_exact(&mut bytes)
-        .map_err(|e| io_error(context(), &e))?;
     Ok(bytes
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))

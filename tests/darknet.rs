@@ -238,7 +238,7 @@ fn resize_gives_the_layer_a_new_input_size() {
 }
 
 /// Darknet's bilinear_init lacks the `/ factor` and writes `[n][c]`-major indices; ours is the
-/// standard upsampling kernel on the channel diagonal.
+/// standard upsampling kernel, filter `f` reading channel `f % c` (here n < c: the diagonal).
 #[test]
 fn bilinear_init_is_the_standard_kernel_on_the_diagonal() {
     for (k, profile) in [
@@ -277,6 +277,50 @@ fn bilinear_init_is_the_standard_kernel_on_the_diagonal() {
         .map(|j: i32| (1.0 - ((j as f64) - 7.5).abs() / 8.0) / (15.0 / 16.0))
         .collect();
     assert!(max_rel_diff(&row, &expect) < 1e-14);
+}
+
+/// As in Darknet's `bilinear_init`, every filter gets the kernel, filter `f` reading input
+/// channel `f % c` (within its group): with more filters than channels, output channel 2 of 3
+/// from 2 channels upsamples channel 0 (it used to stay zero).
+#[test]
+fn bilinear_init_gives_every_filter_a_kernel() {
+    // (channels, filters, groups)
+    for (c, n, groups) in [
+        (2, 3, 1),
+        (2, 5, 1),
+        (3, 2, 1),
+        (4, 6, 2),
+        (4, 4, 4),
+        (1, 3, 1),
+    ] {
+        let config = DeconvConfig::new(1, c, 5, 5, n, 4)
+            .stride(2)
+            .pad(1)
+            .groups(groups);
+        let mut layer: DeconvLayer<f64> = DeconvLayer::new(&config).unwrap();
+        layer.bilinear_init();
+        let input: Vec<f64> = (0..c * 25).map(|i| ((i * 7919) % 13) as f64).collect();
+        let out = layer.forward(&input, Mode::Inference).unwrap().to_vec();
+        // Each output channel is the 2x bilinear upsampling of exactly one input channel:
+        // compare with a one-channel layer on that channel.
+        let mut one: DeconvLayer<f64> =
+            DeconvLayer::new(&DeconvConfig::new(1, 1, 5, 5, 1, 4).stride(2).pad(1)).unwrap();
+        one.bilinear_init();
+        let (cg, ng) = (c / groups, n / groups);
+        for f in 0..n {
+            let source = f / ng * cg + (f % ng) % cg;
+            let want = one
+                .forward(&input[source * 25..][..25], Mode::Inference)
+                .unwrap()
+                .to_vec();
+            let got = &out[f * 100..][..100];
+            assert!(
+                max_rel_diff(got, &want) < 1e-14,
+                "c {c} n {n} groups {groups}: filter {f} should read channel {source}"
+            );
+            assert!(got.iter().any(|&v| v != 0.0));
+        }
+    }
 }
 
 #[test]

@@ -1070,6 +1070,52 @@ fn forward_files_hand_computed() {
     );
 }
 
+/// The input may be a pipe, whose size is not known until it is read (the size check used to
+/// read the file's metadata: "input file ends after 0 bytes").
+#[cfg(unix)]
+#[test]
+fn forward_files_reads_the_input_from_a_pipe() {
+    let (mut job, mut files) = forward_job("pipe");
+    std::fs::write(
+        &job.cfg,
+        "[deconvolutional]\nfilters=1\nsize=2\nstride=2\nactivation=linear\n",
+    )
+    .unwrap();
+    let mut weights = header_v02(0);
+    weights.extend(le_f32(&[0.5, 1.0, 2.0, 3.0, 4.0]));
+    std::fs::write(&job.weights, weights).unwrap();
+    job.input = temp_path("pipe.in.fifo");
+    files.0.push(job.input.clone());
+    let made = std::process::Command::new("mkfifo")
+        .arg(&job.input)
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("no mkfifo here: nothing to check");
+        return;
+    }
+    for (bytes, want) in [
+        (le_f32(&[2.0]), Ok(vec![2.5, 4.5, 6.5, 8.5])),
+        (
+            vec![],
+            Err("input file ends after 0 bytes; expected 4 bytes"),
+        ),
+        (
+            le_f32(&[2.0, 3.0]),
+            Err("input file has 8 bytes; expected 4 bytes"),
+        ),
+    ] {
+        let fifo = job.input.clone();
+        let writer = std::thread::spawn(move || std::fs::write(fifo, bytes));
+        let got = forward_files(&job).map(|r| r.output);
+        writer.join().unwrap().unwrap();
+        match (got, want) {
+            (Ok(out), Ok(want)) => assert_eq!(out, want),
+            (Err(e), Err(msg)) => assert_contains(&e.to_string(), &[msg]),
+            (got, want) => panic!("{got:?} vs {want:?}"),
+        }
+    }
+}
+
 #[test]
 fn forward_files_matches_the_layer_with_batch_norm() {
     let (mut job, _files) = forward_job("bn");

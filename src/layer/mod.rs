@@ -37,6 +37,26 @@ pub enum Mode {
     /// Training: batch norm uses and updates batch statistics; backward may follow.
     Train,
     /// Inference: batch norm uses the rolling statistics.
+    ///
+    /// A batch-norm layer that has never trained (nor loaded its statistics) has, as in
+    /// Darknet, rolling means of 0 and rolling variances of 0, so inference divides by
+    /// `sqrt(0) + 1e-6`: its output is its pre-normalization value **scaled by about 10^6**.
+    /// Load trained statistics ([`darknet::read_weights`](crate::darknet::read_weights),
+    /// [`rolling_variance_mut`](DeconvLayer::rolling_variance_mut)) or train first.
+    ///
+    /// ```
+    /// use deconv::{DeconvConfig, DeconvLayer, Mode};
+    ///
+    /// let config = DeconvConfig::new(1, 1, 2, 2, 1, 1).batch_normalize(true);
+    /// let mut layer: DeconvLayer<f64> = DeconvLayer::new(&config)?;
+    /// layer.weights_mut()[0] = 1.0;
+    /// let fresh = layer.forward(&[0.5; 4], Mode::Inference)?[0];
+    /// assert!((fresh - 0.5e6).abs() < 1.0); // 0.5 / (sqrt(0) + 1e-6)
+    /// layer.rolling_variance_mut().unwrap()[0] = 1.0;
+    /// let loaded = layer.forward(&[0.5; 4], Mode::Inference)?[0];
+    /// assert!((loaded - 0.5).abs() < 1e-5);
+    /// # Ok::<(), deconv::Error>(())
+    /// ```
     Inference,
 }
 
