@@ -40,9 +40,10 @@ pub(crate) struct BatchNorm<T> {
     /// Normalized values of the last training forward, `[batch][channels][spatial]` (Darknet
     /// `x_norm`); empty in a layer that does not train.
     pub(crate) x_norm: Vec<T>,
-    /// Backward scratch: per-channel `sum(delta)` and `sum(delta * x_hat)`, kept so that
-    /// backward does not allocate.
-    sums: Vec<(T, T)>,
+    /// Backward scratch: per channel `sum(delta)`, then per channel `sum(delta * x_hat)`
+    /// (`2 * channels`, one slice to sum across processes), kept so that backward does not
+    /// allocate.
+    sums: Vec<T>,
     /// Inference: per channel, the multiplier and offset of the whole normalization (see
     /// [`BatchNorm::set_inference_affine`]).
     pub(crate) inference_mul: Vec<T>,
@@ -68,7 +69,7 @@ impl<T: Element> BatchNorm<T> {
             rolling_mean: alloc::zeros("rolling_mean", channels)?,
             rolling_variance: alloc::zeros("rolling_variance", channels)?,
             x_norm: alloc::zeros("x_norm", per_batch(total))?,
-            sums: alloc::filled("batch-norm sums", per_batch(channels), Default::default())?,
+            sums: alloc::zeros("batch-norm sums", per_batch(2 * channels))?,
             coefficients: alloc::filled(
                 "batch-norm coefficients",
                 per_batch(channels),
@@ -102,9 +103,10 @@ impl<T: Element> BatchNorm<T> {
             &self.x_norm,
             &self.inference_mul,
             &self.inference_add,
+            &self.sums,
         ];
         singles.iter().map(|v| v.len()).sum::<usize>()
-            + 2 * (self.sums.len() + self.plane_stats.len())
+            + 2 * self.plane_stats.len()
             + 3 * self.coefficients.len()
     }
 
@@ -125,23 +127,28 @@ impl<T: Element> BatchNorm<T> {
     }
 
     /// Training forward on `data` in place: statistics (combined from `plane_stats`, which the
-    /// caller filled for these planes), rolling update, normalize, then
-    /// `activation(scale * x_hat + bias)`. Keeps `x_hat` for backward. `batch * spatial` must be
-    /// at least 2 (checked by the layer).
+    /// caller filled for these planes, and over every process of `synced`), rolling update,
+    /// normalize, then `activation(scale * x_hat + bias)`. Keeps `x_hat` for backward. The
+    /// batch (all processes') times `spatial` must be at least 2 (checked by the layer).
+    ///
+    /// # Errors
+    /// Those of `synced`'s sum; `data` is then not normalized, the statistics are not updated.
     pub(crate) fn forward_train(
         &mut self,
         data: &mut [T],
         biases: &[T],
         spatial: usize,
         activation: Activation,
-    ) {
+        synced: Option<Synced<'_, T>>,
+    ) -> Result<()> {
         let channels = self.scales.len();
         combine_plane_stats(
             &self.plane_stats,
             spatial,
             &mut self.mean,
             &mut self.variance,
-        );
+            synced,
+        )?;
         let keep = T::of(ROLLING_MOMENTUM);
         let take = T::one() - keep;
         for f in 0..channels {
@@ -158,6 +165,7 @@ impl<T: Element> BatchNorm<T> {
                 let normalize = (inv, -mean[f] * inv);
                 activation.normalize_affine(plane, norm, normalize, (scales[f], biases[f]));
             });
+        Ok(())
     }
 
     /// Inference: sets `inference_mul` and `inference_add` so that `x * mul[f] + add[f]` is
@@ -182,18 +190,23 @@ impl<T: Element> BatchNorm<T> {
     /// `bias_updates` and `scale_updates` (`+=`, descent direction like `delta`) and sets the
     /// per-channel coefficients with which [`backward_image`](Self::backward_image) then turns
     /// each image's `delta` into the gradient w.r.t. the BN input, in place (the layer does so
-    /// just before that image's own backward, while the image is in cache).
+    /// just before that image's own backward, while the image is in cache). With `synced`, the
+    /// sums are this process's in the gradients and all processes' in the coefficients.
+    ///
+    /// # Errors
+    /// Those of `synced`'s sum.
     pub(crate) fn backward_sums(
         &mut self,
         delta: &mut [T],
         output: &[T],
         activation: Activation,
-        bias_updates: &mut [T],
-        scale_updates: &mut [T],
+        (bias_updates, scale_updates): (&mut [T], &mut [T]),
         spatial: usize,
-    ) {
+        synced: Option<Synced<'_, T>>,
+    ) -> Result<()> {
         let channels = self.scales.len();
-        let n = T::of((delta.len() / channels) as f64);
+        let images = synced.map_or(delta.len() / (channels * spatial), |s| s.batch);
+        let n = T::of((images * spatial) as f64);
         // Per plane, in one pass: the activation's gradient, then sum(delta) and
         // sum(delta * x_hat); combined per channel below.
         delta
@@ -202,23 +215,32 @@ impl<T: Element> BatchNorm<T> {
             .zip(self.x_norm.par_chunks(spatial))
             .zip(self.plane_stats.par_iter_mut())
             .for_each(|(((d, y), x), s)| *s = activation.gradient_sum_and_dot(y, d, x));
-        for (f, s) in self.sums.iter_mut().enumerate() {
-            *s = (T::zero(), T::zero());
+        let (sums, dots) = self.sums.split_at_mut(channels);
+        for (f, (s, d)) in sums.iter_mut().zip(dots.iter_mut()).enumerate() {
+            (*s, *d) = (T::zero(), T::zero());
             for &(a, b) in self.plane_stats.iter().skip(f).step_by(channels) {
-                s.0 += a;
-                s.1 += b;
+                *s += a;
+                *d += b;
             }
         }
-        let per_channel = self
-            .sums
+        // This process's part of the gradients: summed over processes with the others.
+        for (u, &s) in bias_updates.iter_mut().zip(&*sums) {
+            *u += s;
+        }
+        for (u, &d) in scale_updates.iter_mut().zip(&*dots) {
+            *u += d;
+        }
+        if let Some(synced) = synced {
+            (synced.sum)(&mut self.sums)?;
+        }
+        let (sums, dots) = self.sums.split_at(channels);
+        let per_channel = sums
             .iter()
+            .zip(dots)
             .zip(&self.scales)
             .zip(&self.variance)
-            .zip(bias_updates.iter_mut().zip(scale_updates.iter_mut()))
             .zip(self.coefficients.iter_mut());
-        for ((((&(sum, dot), &scale), &var), (bias_update, scale_update)), coef) in per_channel {
-            *bias_update += sum;
-            *scale_update += dot;
+        for ((((&sum, &dot), &scale), &var), coef) in per_channel {
             let sigma = var.sqrt();
             // With g = scale * delta (gradient w.r.t. x_hat):
             // dx = (g - mean(g)) / (sigma + eps) - x_hat * sum(g * x_hat) / ((N - 1) * sigma).
@@ -232,6 +254,7 @@ impl<T: Element> BatchNorm<T> {
             };
             *coef = (scale * inv, -mean_g * inv, corr);
         }
+        Ok(())
     }
 
     /// The per-image half of the backward: turns image `b`'s `delta` (`channels * spatial`,
@@ -281,25 +304,56 @@ fn backward_kernel<T: Element>(d: &mut [T], x_hat: &[T], a: T, b: T, corr: T) {
 }
 
 /// Per-channel mean and unbiased variance from per-plane `(mean, sum of squared deviations)`
-/// of `[batch][channels]` planes of `spatial` values each (Chan et al.'s pairwise combination:
-/// exact, and as stable as the two-pass formula within each plane).
+/// of `[batch][channels][spatial]` planes of `spatial` values each (Chan et al.'s pairwise
+/// combination: exact, and as stable as the two-pass formula within each plane). With
+/// `synced`, over the planes of every process: the sums of the plane means, then of the
+/// squared deviations from the mean of all, are summed across processes.
 fn combine_plane_stats<T: Element>(
     planes: &[(T, T)],
     spatial: usize,
     mean: &mut [T],
     variance: &mut [T],
-) {
+    synced: Option<Synced<'_, T>>,
+) -> Result<()> {
     let channels = mean.len();
-    let batch = planes.len() / channels;
+    let batch = synced.map_or(planes.len() / channels, |s| s.batch);
     let n = T::of(spatial as f64);
     let count = T::of((batch * spatial) as f64);
-    for f in 0..channels {
-        let of_f = || planes.iter().skip(f).step_by(channels);
-        let m = of_f().map(|s| s.0).sum::<T>() / T::of(batch as f64);
-        let m2: T = of_f().map(|&(pm, pm2)| pm2 + n * (pm - m) * (pm - m)).sum();
-        mean[f] = m;
-        variance[f] = m2 / (count - T::one());
+    let of_f = |f: usize| planes.iter().skip(f).step_by(channels);
+    for (f, m) in mean.iter_mut().enumerate() {
+        *m = of_f(f).map(|s| s.0).sum::<T>();
     }
+    if let Some(synced) = synced {
+        (synced.sum)(mean)?;
+    }
+    for m in mean.iter_mut() {
+        *m = *m / T::of(batch as f64);
+    }
+    for (f, v) in variance.iter_mut().enumerate() {
+        let m = mean[f];
+        *v = of_f(f)
+            .map(|&(pm, pm2)| pm2 + n * (pm - m) * (pm - m))
+            .sum();
+    }
+    if let Some(synced) = synced {
+        (synced.sum)(variance)?;
+    }
+    for v in variance.iter_mut() {
+        *v = *v / (count - T::one());
+    }
+    Ok(())
+}
+
+/// Synchronized batch norm: the per-channel sums of a training forward and backward are summed
+/// over every process that holds a part of the batch, by `sum` (an allreduce that gives every
+/// process the same result), so that each normalizes with the statistics of the whole batch of
+/// `batch` images.
+#[derive(Clone, Copy)]
+pub(crate) struct Synced<'a, T> {
+    /// Sums a slice element by element over the processes, in place.
+    pub(crate) sum: &'a dyn Fn(&mut [T]) -> Result<()>,
+    /// Images in the whole batch, over all processes.
+    pub(crate) batch: usize,
 }
 
 /// Per-channel mean and unbiased variance of `[batch][channels][spatial]` data (Darknet
@@ -409,7 +463,7 @@ mod tests {
             })
             .collect();
         let (mut m2, mut v2) = (vec![0.0; channels], vec![0.0; channels]);
-        combine_plane_stats(&planes, spatial, &mut m2, &mut v2);
+        combine_plane_stats(&planes, spatial, &mut m2, &mut v2, None).unwrap();
         for f in 0..channels {
             assert!(
                 (m1[f] - m2[f]).abs() < 1e-12,

@@ -30,6 +30,15 @@ pub enum Error {
         /// Bytes asked for.
         bytes: u64,
     },
+    /// A collective operation of data-parallel training failed
+    /// ([`distributed::Collective`](crate::distributed::Collective)): the transport reported an
+    /// error, or the ranks disagree (different lengths, an impossible batch).
+    Collective {
+        /// The operation (`allreduce_sum`, `broadcast`).
+        operation: &'static str,
+        /// What went wrong.
+        message: String,
+    },
     /// A buffer passed in has the wrong number of elements.
     BufferLength {
         /// The buffer's name (`input`, `workspace`, ...).
@@ -113,6 +122,9 @@ impl fmt::Display for Error {
                 "could not allocate {bytes} bytes ({:.1} GiB) for `{what}`",
                 *bytes as f64 / (1u64 << 30) as f64
             ),
+            Error::Collective { operation, message } => {
+                write!(f, "collective {operation} failed: {message}")
+            }
             Error::BufferLength {
                 buffer,
                 expected,

@@ -8,7 +8,7 @@ use super::plan::{Plan, Tile, even_parts};
 use super::{DeconvLayer, Mode};
 use crate::alloc;
 use crate::backend::{Gemm, MatMut, MatRef, gemm_on};
-use crate::batchnorm::BatchNorm;
+use crate::batchnorm::{BatchNorm, Synced};
 use crate::config::Geometry;
 use crate::element::Element;
 use crate::error::{Error, Result, check_len, check_len_at_least};
@@ -33,8 +33,18 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
     /// [`Error::InvalidState`] without a preceding forward pass (a training one with batch norm),
     /// or when the layer has no workspace of its own.
     pub fn backward(&mut self, input: &[T], input_delta: Option<&mut [T]>) -> Result<()> {
+        self.backward_own(input, input_delta, None)
+    }
+
+    /// [`backward`](Self::backward), synchronized as [`backward_synced`](Self::backward_synced).
+    pub(crate) fn backward_own(
+        &mut self,
+        input: &[T],
+        input_delta: Option<&mut [T]>,
+        synced: Option<Synced<'_, T>>,
+    ) -> Result<()> {
         let mut workspace = self.take_workspace("backward")?;
-        let result = self.backward_with_workspace(input, input_delta, &mut workspace);
+        let result = self.backward_synced(input, input_delta, &mut workspace, synced);
         self.workspace = workspace;
         result
     }
@@ -46,8 +56,20 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
     pub fn backward_with_workspace(
         &mut self,
         input: &[T],
+        input_delta: Option<&mut [T]>,
+        workspace: &mut [T],
+    ) -> Result<()> {
+        self.backward_synced(input, input_delta, workspace, None)
+    }
+
+    /// [`backward_with_workspace`](Self::backward_with_workspace), with the batch-norm sums
+    /// taken over every process of `synced` (the gradients get this process's part).
+    pub(crate) fn backward_synced(
+        &mut self,
+        input: &[T],
         mut input_delta: Option<&mut [T]>,
         workspace: &mut [T],
+        synced: Option<Synced<'_, T>>,
     ) -> Result<()> {
         let g = self.geometry;
         check_len("input", g.batch() * g.inputs(), input.len())?;
@@ -90,10 +112,10 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
                 delta,
                 &self.output,
                 activation,
-                bias_updates,
-                scale_updates,
+                (bias_updates, scale_updates),
                 ohw,
-            ),
+                synced,
+            )?,
             None => {
                 activation.gradient_slice(&self.output, delta)?;
                 backward_bias(bias_updates, delta, ohw);

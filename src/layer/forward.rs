@@ -5,6 +5,7 @@ use super::plan::Plan;
 use super::{DeconvLayer, Mode};
 use crate::activation::Epilogue;
 use crate::backend::{Gemm, MatMut, MatRef, gemm_on};
+use crate::batchnorm::Synced;
 use crate::config::Geometry;
 use crate::element::Element;
 use crate::error::{Error, Result, check_len, check_len_at_least};
@@ -23,8 +24,18 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
     /// norm trains on fewer than 2 values per channel, or for [`Mode::Train`] on a layer built
     /// with [`training(false)`](crate::DeconvConfig::training).
     pub fn forward(&mut self, input: &[T], mode: Mode) -> Result<&[T]> {
+        self.forward_own(input, mode, None)
+    }
+
+    /// [`forward`](Self::forward), synchronized as [`forward_synced`](Self::forward_synced).
+    pub(crate) fn forward_own(
+        &mut self,
+        input: &[T],
+        mode: Mode,
+        synced: Option<Synced<'_, T>>,
+    ) -> Result<&[T]> {
         let mut workspace = self.take_workspace("forward")?;
-        let result = self.forward_with_workspace(input, mode, &mut workspace);
+        let result = self.forward_synced(input, mode, &mut workspace, synced);
         self.workspace = workspace;
         result?;
         Ok(&self.output)
@@ -41,6 +52,18 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
         mode: Mode,
         workspace: &mut [T],
     ) -> Result<()> {
+        self.forward_synced(input, mode, workspace, None)
+    }
+
+    /// [`forward_with_workspace`](Self::forward_with_workspace), with the batch-norm
+    /// statistics of a training pass taken over every process of `synced`.
+    pub(crate) fn forward_synced(
+        &mut self,
+        input: &[T],
+        mode: Mode,
+        workspace: &mut [T],
+        synced: Option<Synced<'_, T>>,
+    ) -> Result<()> {
         let g = self.geometry;
         check_len("input", g.batch() * g.inputs(), input.len())?;
         let slot = self.plan.slot_size(&g);
@@ -48,7 +71,8 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
         if mode == Mode::Train {
             self.training("a forward pass in Mode::Train")?;
         }
-        if mode == Mode::Train && self.bn.is_some() && g.batch() * g.out_area() < 2 {
+        let batch = synced.map_or(g.batch(), |s| s.batch);
+        if mode == Mode::Train && self.bn.is_some() && batch * g.out_area() < 2 {
             return Err(Error::InvalidState(
                 "batch norm in training needs at least 2 values per channel (batch * out_h * out_w >= 2)"
                     .into(),
@@ -130,7 +154,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             }
         }
         if let (Some(bn), Mode::Train) = (&mut self.bn, mode) {
-            bn.forward_train(&mut self.output, &self.biases, ohw, activation);
+            bn.forward_train(&mut self.output, &self.biases, ohw, activation, synced)?;
         }
         self.last_forward = Some(mode);
         Ok(())
