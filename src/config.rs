@@ -26,6 +26,12 @@ pub enum Algorithm {
     /// once, no col2im; backward is the adjoint of the same products, no im2col. Needs
     /// dilation 1 and at most 4096 phases (`stride_h * stride_w`).
     Phases,
+    /// No GEMM: each kernel tap adds a whole input plane, shifted, to one phase plane of the
+    /// output (one contiguous run of multiply-adds), then the phases are interleaved; the
+    /// backward runs the same taps back. For layers with few channels per group (depthwise),
+    /// whose work is bound by memory; any geometry. Its workspace is a few planes per task
+    /// (phase planes and padded inputs), not a column matrix.
+    Direct,
 }
 
 /// The input a layer takes: `batch` images of `channels` channels of `h x w`, NCHW.

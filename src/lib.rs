@@ -68,6 +68,7 @@ pub mod batchnorm;
 pub mod capi;
 pub mod config;
 pub mod darknet;
+mod direct;
 pub mod distributed;
 pub mod element;
 pub mod error;

@@ -23,7 +23,12 @@ fn config_for(r: &mut rand::rngs::ChaCha8Rng, algorithm: Algorithm) -> DeconvCon
 /// Forward and backward of a linear layer without batch norm equal the reference, for every
 /// forward algorithm; with whole numbers the comparison is exact.
 fn check_against_reference<T: Element, B: Gemm<T> + Default>(seed: u64, exact: bool) {
-    for algorithm in [Algorithm::Columns, Algorithm::Phases, Algorithm::Auto] {
+    for algorithm in [
+        Algorithm::Columns,
+        Algorithm::Phases,
+        Algorithm::Direct,
+        Algorithm::Auto,
+    ] {
         check_algorithm::<T, B>(seed, exact, algorithm);
     }
 }
@@ -274,15 +279,18 @@ fn algorithms_agree_with_batch_norm_and_activations() {
                 layer.bias_updates().to_vec(),
             )
         };
-        let (a, b) = (run(Algorithm::Columns), run(Algorithm::Phases));
-        let what = format!("case {case}: {config:?}");
-        assert!(max_rel_diff(&a.0, &b.0) < 1e-12, "train forward, {what}");
-        assert!(
-            max_rel_diff(&a.1, &b.1) < 1e-12,
-            "inference forward, {what}"
-        );
-        assert!(max_rel_diff(&a.2, &b.2) < 1e-12, "input gradient, {what}");
-        assert!(max_rel_diff(&a.3, &b.3) < 1e-12, "weight gradient, {what}");
-        assert!(max_rel_diff(&a.4, &b.4) < 1e-12, "bias gradient, {what}");
+        let a = run(Algorithm::Columns);
+        for algorithm in [Algorithm::Phases, Algorithm::Direct] {
+            let b = run(algorithm);
+            let what = format!("case {case}, {algorithm:?}: {config:?}");
+            assert!(max_rel_diff(&a.0, &b.0) < 1e-12, "train forward, {what}");
+            assert!(
+                max_rel_diff(&a.1, &b.1) < 1e-12,
+                "inference forward, {what}"
+            );
+            assert!(max_rel_diff(&a.2, &b.2) < 1e-12, "input gradient, {what}");
+            assert!(max_rel_diff(&a.3, &b.3) < 1e-12, "weight gradient, {what}");
+            assert!(max_rel_diff(&a.4, &b.4) < 1e-12, "bias gradient, {what}");
+        }
     }
 }

@@ -23,7 +23,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use deconv::{Activation, DeconvConfig, DeconvLayer, Geometry, Mode, reference};
+use deconv::{Activation, Algorithm, DeconvConfig, DeconvLayer, Geometry, Mode, reference};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -138,6 +138,8 @@ struct Case {
     axes: [Axis; 2],
     activation: Activation,
     batch_normalize: bool,
+    /// The forward algorithm (phases fall back to columns where the dilation is not 1).
+    algorithm: Algorithm,
     seed: u64,
 }
 
@@ -160,6 +162,10 @@ impl Case {
         .groups(self.groups)
         .activation(self.activation)
         .batch_normalize(self.batch_normalize)
+        .algorithm(match self.algorithm {
+            Algorithm::Phases if self.axes.iter().any(|a| a.dilation != 1) => Algorithm::Columns,
+            other => other,
+        })
         .seed(self.seed)
     }
 
@@ -195,18 +201,33 @@ fn cases(
         axis(),
         proptest::sample::select(activations),
         proptest::sample::select(batch_norm),
+        proptest::sample::select(&ALGORITHMS[..]),
         any::<u64>(),
     )
         .prop_map(
-            |(batch, groups, group_in, group_out, h, w, activation, batch_normalize, seed)| Case {
+            |(
                 batch,
                 groups,
                 group_in,
                 group_out,
-                axes: [h, w],
+                h,
+                w,
                 activation,
                 batch_normalize,
+                algorithm,
                 seed,
+            )| {
+                Case {
+                    batch,
+                    groups,
+                    group_in,
+                    group_out,
+                    axes: [h, w],
+                    activation,
+                    batch_normalize,
+                    algorithm,
+                    seed,
+                }
             },
         )
         .prop_filter(
@@ -214,6 +235,14 @@ fn cases(
             |c| !c.batch_normalize || c.batch * c.axes[0].out() * c.axes[1].out() >= 2,
         )
 }
+
+/// Every forward algorithm: each case draws one.
+const ALGORITHMS: [Algorithm; 4] = [
+    Algorithm::Auto,
+    Algorithm::Columns,
+    Algorithm::Phases,
+    Algorithm::Direct,
+];
 
 /// Smooth activations whose derivative has no kink (ELU and SELU have one at 0, which a
 /// central difference straddling 0 would measure rather than the layer).
@@ -491,15 +520,22 @@ fn fd_gradients_bn_logistic_stride_over_kernel_dilated() {
         axes: [axis(3, 2, 3, 1, 1), axis(4, 3, 4, 0, 0)],
         activation: Activation::Logistic,
         batch_normalize: true,
+        algorithm: Algorithm::Auto,
         seed: 0x5EED_DECA,
     };
     let g = case.geometry().unwrap();
     assert_eq!((g.out_h(), g.out_w()), (8, 17));
     assert!(g.stride()[0] > g.kernel()[0] && g.stride()[1] > g.kernel()[1]);
-    match run_fd_case(&case, &FD_FIXED_STATS) {
-        Ok(true) => {}
-        Ok(false) => panic!("the fixed case must have well-spread batch-norm channels"),
-        Err(e) => panic!("{e}"),
+    for algorithm in [Algorithm::Auto, Algorithm::Direct] {
+        let case = Case {
+            algorithm,
+            ..case.clone()
+        };
+        match run_fd_case(&case, &FD_FIXED_STATS) {
+            Ok(true) => {}
+            Ok(false) => panic!("the fixed case must have well-spread batch-norm channels"),
+            Err(e) => panic!("{e}"),
+        }
     }
     FD_FIXED_STATS.print("fd_gradients_bn_logistic_stride_over_kernel_dilated");
 }

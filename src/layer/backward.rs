@@ -10,6 +10,7 @@ use crate::alloc;
 use crate::backend::{Gemm, MatMut, MatRef, gemm_on};
 use crate::batchnorm::{BatchNorm, Synced};
 use crate::config::Geometry;
+use crate::direct::DirectPlan;
 use crate::element::Element;
 use crate::error::{Error, Result, check_len, check_len_at_least};
 use crate::im2col::{im2col_band, im2col_with};
@@ -122,7 +123,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             }
         }
         self.plan.refresh_weights(&self.weights, &g);
-        let mut tiles = None;
+        let (mut tiles, mut direct) = (None, None);
         let packed_grad = match &mut self.plan {
             Plan::Phases {
                 plan,
@@ -137,6 +138,10 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
                 tiles = Some((t.tile, &t.weights_t[..]));
                 None
             }
+            Plan::Direct { plan } => {
+                direct = Some(&**plan);
+                None
+            }
             Plan::Columns { tiles: None } => None,
         };
         let (phases, packed_grad) = match packed_grad {
@@ -149,6 +154,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             weights: &self.weights,
             phases,
             tiles,
+            direct,
             bn: self.bn.as_ref(),
         };
         if tasks > 1 {
@@ -213,7 +219,12 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
                     let dx = input_delta
                         .as_deref_mut()
                         .map(|d| &mut d[b * g.inputs()..][..g.inputs()]);
-                    image.run(b, x, delta, dx, dw, &mut workspace[..slot], true)?;
+                    // The direct plan spreads one image over every slot of the workspace.
+                    let ws = match image.direct {
+                        Some(_) => &mut workspace[..],
+                        None => &mut workspace[..slot],
+                    };
+                    image.run(b, x, delta, dx, dw, ws, true)?;
                 }
                 Ok::<(), Error>(())
             };
@@ -264,6 +275,8 @@ struct ImageBackward<'a, T, B> {
     weights: &'a [T],
     /// The phase plan and its packed weights, when the layer uses phases.
     phases: Option<(&'a PhasePlan, &'a [T])>,
+    /// The direct plan, when the layer uses it.
+    direct: Option<&'a DirectPlan>,
     /// The tile and the transposed weights, when the column backward goes by tiles.
     tiles: Option<(Tile, &'a [T])>,
     /// Batch norm, whose per-image half of the backward runs first on each image.
@@ -289,6 +302,10 @@ impl<T: Element, B: Gemm<T>> ImageBackward<'_, T, B> {
             bn.backward_image(delta, b, self.geometry.out_area(), parallel);
         }
         let delta = &*delta;
+        if let Some(plan) = self.direct {
+            plan.backward_image(self.weights, x, delta, dx, dw, workspace, parallel);
+            return Ok(());
+        }
         if let Some((plan, packed)) = self.phases {
             let be = self.backend;
             return plan.backward_image(be, packed, x, delta, dx, dw, workspace, parallel);

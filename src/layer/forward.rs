@@ -150,7 +150,12 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
                 let s = stats
                     .get_mut(i * per_image..(i + 1) * per_image)
                     .unwrap_or_default();
-                image.run(x, out, &mut workspace[..slot], true, s)?;
+                // The direct plan spreads one image over every slot of the workspace.
+                let ws = match self.plan {
+                    Plan::Direct { .. } => &mut workspace[..],
+                    _ => &mut workspace[..slot],
+                };
+                image.run(x, out, ws, true, s)?;
             }
         }
         if let (Some(bn), Mode::Train) = (&mut self.bn, mode) {
@@ -198,6 +203,13 @@ impl<T: Element, B: Gemm<T>> ImageForward<'_, T, B> {
         stats: &mut [(T, T)],
     ) -> Result<()> {
         let ohw = self.geometry.out_area();
+        if let Plan::Direct { plan } = self.plan {
+            plan.forward_image(self.weights, x, out, cols, parallel, self.epilogue);
+            for (s, plane) in stats.iter_mut().zip(out.chunks(ohw)) {
+                *s = plane_stats(plane);
+            }
+            return Ok(());
+        }
         if let Plan::Phases { plan, packed, .. } = self.plan {
             plan.forward_image(self.backend, packed, x, out, cols, parallel, self.epilogue)?;
             for (s, plane) in stats.iter_mut().zip(out.chunks(ohw)) {

@@ -60,7 +60,12 @@ pub(super) fn sized_workspace<T: Element>(
 ) -> Result<usize> {
     let slot = plan.slot_size(g);
     let base = elements_at_construction(config, g, plan, 1);
-    let slots = workspace_slots(g.batch(), rayon::current_num_threads(), slot, base);
+    // The direct plan can spread one image's planes over slots too.
+    let units = match plan {
+        Plan::Direct { .. } => g.batch().saturating_mul(g.filters().max(g.in_channels())),
+        _ => g.batch(),
+    };
+    let slots = workspace_slots(units, rayon::current_num_threads(), slot, base);
     let elements = elements_at_construction(config, g, plan, slots);
     let bytes = u64::try_from(elements * size_of::<T>() as u128).unwrap_or(u64::MAX);
     alloc::check_fits(what, bytes)?;
@@ -71,15 +76,16 @@ pub(super) fn sized_workspace<T: Element>(
     })
 }
 
-/// Workspace slots of a layer's own workspace: one per image that runs at once, that is one
-/// per rayon thread up to the batch, but the slots beyond the first never take more than the
-/// layer's `base` elements (which include one slot).
-pub(super) fn workspace_slots(batch: usize, threads: usize, slot: usize, base: u128) -> usize {
+/// Workspace slots of a layer's own workspace: one per unit of work that runs at once (an
+/// image; for the direct plan, an image's plane), that is one per rayon thread up to the
+/// `units` there are, but the slots beyond the first never take more than the layer's `base`
+/// elements (which include one slot).
+pub(super) fn workspace_slots(units: usize, threads: usize, slot: usize, base: u128) -> usize {
     let room = base / slot.max(1) as u128;
     let most = usize::try_from(room)
         .unwrap_or(usize::MAX)
         .saturating_add(1);
-    batch.min(threads).min(most).max(1)
+    units.min(threads).min(most).max(1)
 }
 
 /// How many image tasks an image-parallel backward runs, each summing its weight gradient in a
@@ -101,6 +107,7 @@ pub(super) fn held_elements<T: Element, B: Gemm<T>>(layer: &DeconvLayer<T, B>) -
     held += layer.workspace.len();
     held += match &layer.plan {
         Plan::Columns { tiles } => tiles.as_ref().map_or(0, |t| t.weights_t.len()),
+        Plan::Direct { .. } => 0,
         Plan::Phases {
             packed,
             packed_grad,

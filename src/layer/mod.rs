@@ -346,6 +346,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
         match self.plan {
             Plan::Columns { .. } => Algorithm::Columns,
             Plan::Phases { .. } => Algorithm::Phases,
+            Plan::Direct { .. } => Algorithm::Direct,
         }
     }
 

@@ -1,0 +1,473 @@
+//! The direct algorithm: no GEMM and no column matrix, one pass over an input plane per kernel
+//! tap. It pays where a GEMM has nothing to multiply: layers with a few channels per group
+//! (depthwise above all), whose work is bound by memory, not arithmetic.
+//!
+//! Per axis, output `o = i * stride + k * dilation - pad`. Write `o + pad = u * stride + r`:
+//! the output pixels of one *phase* `r` form a grid `u`, and tap `k` (with `k * dilation = a *
+//! stride + r`) sends input `i` to `u = i + a` of phase `r`. So, in two dimensions, each tap adds
+//! the whole input plane, times one weight and shifted by `(a, b)`, to one phase plane. With
+//! the planes' rows padded to a common width `wp` (zeros in the input's padding columns), that
+//! shifted add is one contiguous run of `h * wp` multiply-adds: what spills past a row's end
+//! into the next row's first columns is `weight * 0`. The output is then the phase planes
+//! interleaved, one pass.
+//!
+//! The backward runs the same runs the other way: `delta` is spread into phase planes once,
+//! and each tap is a dot product with the padded input plane (its weight gradient) and a
+//! multiply-add into the padded input gradient.
+
+use crate::activation::Epilogue;
+use crate::config::Geometry;
+use crate::element::Element;
+use crate::simd::multiversion;
+use rayon::prelude::*;
+
+/// One axis of the layer, as the kernels see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Axis {
+    input: usize,
+    out: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    dilation: usize,
+}
+
+impl Axis {
+    /// `(phase, shift)` of tap `k`: `k * dilation = shift * stride + phase`.
+    fn tap(&self, k: usize) -> (usize, usize) {
+        let t = k * self.dilation;
+        (t % self.stride, t / self.stride)
+    }
+
+    /// Phases the output has: `min(stride, out + pad)` (with a stride beyond the output, most
+    /// phases hold no output pixel, and the taps that land there are dropped).
+    fn phases(&self) -> usize {
+        self.stride.min(self.out + self.pad)
+    }
+
+    /// `(phase, grid index)` of output `o`: `o + pad = index * stride + phase`.
+    fn grid(&self, o: usize) -> (usize, usize) {
+        let t = o + self.pad;
+        (t % self.stride, t / self.stride)
+    }
+
+    /// Length of a phase plane's axis: the input plus the largest tap shift plus one (a run
+    /// spills into the row after its last), and at least the grid the output reaches (output
+    /// padding may reach further).
+    fn padded(&self) -> usize {
+        let reached = (self.out - 1 + self.pad) / self.stride + 1;
+        (self.input + self.tap(self.kernel - 1).1 + 1).max(reached)
+    }
+}
+
+/// The direct plan of a layer's geometry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DirectPlan {
+    group_in: usize,
+    group_out: usize,
+    y: Axis,
+    x: Axis,
+}
+
+impl DirectPlan {
+    pub(crate) fn new(g: &Geometry) -> Self {
+        let axis = |a: usize| Axis {
+            input: [g.in_h(), g.in_w()][a],
+            out: [g.out_h(), g.out_w()][a],
+            kernel: g.kernel()[a],
+            stride: g.stride()[a],
+            pad: g.pad()[a],
+            dilation: g.dilation()[a],
+        };
+        DirectPlan {
+            group_in: g.group_in(),
+            group_out: g.group_out(),
+            y: axis(0),
+            x: axis(1),
+        }
+    }
+
+    /// Row width of the padded planes.
+    fn wp(&self) -> usize {
+        self.x.padded()
+    }
+
+    /// Elements of one phase plane, and of all `stride_h * stride_w` of them.
+    fn phase_plane(&self) -> usize {
+        self.y.padded() * self.wp()
+    }
+    fn phase_planes(&self) -> usize {
+        self.y.phases() * self.x.phases() * self.phase_plane()
+    }
+
+    /// Where phase `(ry, rx)`'s plane starts, `None` for a phase without output pixels.
+    fn phase_at(&self, ry: usize, rx: usize) -> Option<usize> {
+        let (ny, nx) = (self.y.phases(), self.x.phases());
+        (ry < ny && rx < nx).then(|| (ry * nx + rx) * self.phase_plane())
+    }
+
+    /// Elements of one padded input plane (`h x wp`).
+    fn padded_input(&self) -> usize {
+        self.y.input * self.wp()
+    }
+
+    /// Scratch elements one output plane (forward) or one input channel (backward) needs: the
+    /// phase planes and two padded input planes (the group's inputs in the forward).
+    pub(crate) fn slot_size(&self) -> usize {
+        self.phase_planes() + self.padded_input() * self.group_in.max(2)
+    }
+
+    /// How many rayon tasks share one image's work: with `parallel`, one per whole slot of
+    /// the workspace and thread, at most `units` (planes or channels); else 1.
+    fn tasks(&self, workspace: usize, parallel: bool, units: usize) -> usize {
+        match parallel {
+            true => (workspace / self.slot_size())
+                .min(rayon::current_num_threads())
+                .min(units)
+                .max(1),
+            false => 1,
+        }
+    }
+
+    /// The forward pass of one image: `x` (`c x h x w`) to `out` (`n x out_h x out_w`), with the
+    /// `epilogue` applied to each plane when given (else the raw sums are stored). `workspace`
+    /// holds whole [`slot_size`](Self::slot_size) slots; with `parallel`, the planes are
+    /// spread over as many rayon tasks as it has slots.
+    pub(crate) fn forward_image<T: Element>(
+        &self,
+        weights: &[T],
+        x: &[T],
+        out: &mut [T],
+        workspace: &mut [T],
+        parallel: bool,
+        epilogue: Option<Epilogue<'_, T>>,
+    ) {
+        let (plane, slot) = (self.y.out * self.x.out, self.slot_size());
+        let planes = out.len() / plane;
+        let run = |first: usize, out: &mut [T], ws: &mut [T]| {
+            for (i, out) in out.chunks_mut(plane).enumerate() {
+                forward_plane(self, weights, x, first + i, out, &mut ws[..slot]);
+                if let Some(e) = &epilogue {
+                    e.apply(first + i, out);
+                }
+            }
+        };
+        let tasks = self.tasks(workspace.len(), parallel, planes);
+        if tasks == 1 {
+            return run(0, out, workspace);
+        }
+        let per_task = planes.div_ceil(tasks);
+        out.par_chunks_mut(per_task * plane)
+            .zip(workspace.par_chunks_mut(slot))
+            .enumerate()
+            .for_each(|(t, (out, ws))| run(t * per_task, out, ws));
+    }
+
+    /// The backward pass of one image from `delta` (`n x out_h x out_w`, the gradient at the
+    /// pre-activation output): `dw += ` the weight gradient (laid out as the weights) and, when
+    /// given, `dx += ` the input gradient. With `parallel`, the input channels are spread over
+    /// as many rayon tasks as `workspace` has slots (each owns its channels' input-gradient
+    /// planes and rows of the weight gradient).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward_image<T: Element>(
+        &self,
+        weights: &[T],
+        x: &[T],
+        delta: &[T],
+        dx: Option<&mut [T]>,
+        dw: &mut [T],
+        workspace: &mut [T],
+        parallel: bool,
+    ) {
+        let (hw, slot) = (self.y.input * self.x.input, self.slot_size());
+        let per_channel = self.group_out * self.y.kernel * self.x.kernel;
+        let channels = dw.len() / per_channel;
+        let run = |first: usize, dw: &mut [T], mut dx: Option<&mut [T]>, ws: &mut [T]| {
+            for (i, dw) in dw.chunks_mut(per_channel).enumerate() {
+                let dx = dx.as_deref_mut().map(|d| &mut d[i * hw..][..hw]);
+                backward_channel(self, weights, x, delta, first + i, dx, dw, &mut ws[..slot]);
+            }
+        };
+        let tasks = self.tasks(workspace.len(), parallel, channels);
+        if tasks == 1 {
+            return run(0, dw, dx, workspace);
+        }
+        let per_task = channels.div_ceil(tasks);
+        let dw_parts = dw.par_chunks_mut(per_task * per_channel);
+        let ws_parts = workspace.par_chunks_mut(slot);
+        match dx {
+            Some(dx) => dw_parts
+                .zip(dx.par_chunks_mut(per_task * hw))
+                .zip(ws_parts)
+                .enumerate()
+                .for_each(|(t, ((dw, dx), ws))| run(t * per_task, dw, Some(dx), ws)),
+            None => dw_parts
+                .zip(ws_parts)
+                .enumerate()
+                .for_each(|(t, (dw, ws))| run(t * per_task, dw, None, ws)),
+        }
+    }
+
+    /// The input plane `c`, padded to rows of `wp` (zero padding columns) in `buf`, or `x`'s
+    /// own plane when no padding is needed.
+    fn padded<'a, T: Element>(&self, x: &'a [T], c: usize, buf: &'a mut [T]) -> &'a [T] {
+        let (w, wp, hw) = (self.x.input, self.wp(), self.y.input * self.x.input);
+        let plane = &x[c * hw..][..hw];
+        for (dst, src) in buf.chunks_mut(wp).zip(plane.chunks(w)) {
+            dst[..w].copy_from_slice(src);
+            dst[w..].fill(T::zero());
+        }
+        &buf[..self.padded_input()]
+    }
+}
+
+multiversion! {
+/// Output plane `f` of one image: every tap of every input channel of its group as one run
+/// into its phase plane, then the phase planes interleaved into `out`. `ws` is one slot.
+fn forward_plane<T: Element>(plan: &DirectPlan, weights: &[T], x: &[T], f: usize, out: &mut [T], ws: &mut [T]) {
+    let (cg, ng) = (plan.group_in, plan.group_out);
+    let (y, xa) = (plan.y, plan.x);
+    let (wp, taps, run) = (plan.wp(), y.kernel * xa.kernel, plan.padded_input());
+    let (phases, rest) = ws.split_at_mut(plan.phase_planes());
+    phases.fill(T::zero());
+    let (grp, fo) = (f / ng, f % ng);
+    for ci in 0..cg {
+        let c = grp * cg + ci;
+        let src = plan.padded(x, c, rest);
+        let kernel = &weights[(c * ng + fo) * taps..][..taps];
+        for ky in 0..y.kernel {
+            let (ry, a) = y.tap(ky);
+            for kx in 0..xa.kernel {
+                let (rx, b) = xa.tap(kx);
+                let Some(phase) = plan.phase_at(ry, rx) else {
+                    continue; // lands on no output pixel
+                };
+                let at = phase + a * wp + b;
+                axpy_inline(&mut phases[at..at + run], src, kernel[ky * xa.kernel + kx]);
+            }
+        }
+    }
+    interleave(plan, phases, out);
+}
+}
+
+multiversion! {
+/// Input channel `c` of one image: its rows `dw` of the weight gradient (`group_out x kh x kw`)
+/// and, when given, its input-gradient plane `dx` (added to). `ws` is one slot.
+#[allow(clippy::too_many_arguments)]
+fn backward_channel<T: Element>(
+    plan: &DirectPlan,
+    weights: &[T],
+    x: &[T],
+    delta: &[T],
+    c: usize,
+    dx: Option<&mut [T]>,
+    dw: &mut [T],
+    ws: &mut [T],
+) {
+    let (ng, (y, xa)) = (plan.group_out, (plan.y, plan.x));
+    let (w, wp, taps, run) = (xa.input, plan.wp(), y.kernel * xa.kernel, plan.padded_input());
+    let ohw = y.out * xa.out;
+    let (phases, rest) = ws.split_at_mut(plan.phase_planes());
+    let (src_buf, dx_buf) = rest.split_at_mut(run);
+    let dx_buf = &mut dx_buf[..run];
+    let src = plan.padded(x, c, src_buf);
+    dx_buf.fill(T::zero());
+    let grp = c / plan.group_in;
+    let kernels = &weights[c * ng * taps..][..ng * taps];
+    for fo in 0..ng {
+        let f = grp * ng + fo;
+        spread(plan, &delta[f * ohw..][..ohw], phases);
+        for ky in 0..y.kernel {
+            let (ry, a) = y.tap(ky);
+            for kx in 0..xa.kernel {
+                let (rx, b) = xa.tap(kx);
+                let Some(phase) = plan.phase_at(ry, rx) else {
+                    continue; // reaches no output pixel: no gradient
+                };
+                let at = phase + a * wp + b;
+                let d = &phases[at..at + run];
+                let tap = fo * taps + ky * xa.kernel + kx;
+                dw[tap] += dot_inline(src, d);
+                if dx.is_some() {
+                    axpy_inline(dx_buf, d, kernels[tap]);
+                }
+            }
+        }
+    }
+    if let Some(dx) = dx {
+        for (dst, src) in dx.chunks_mut(w).zip(dx_buf.chunks(wp)) {
+            for (d, &s) in dst.iter_mut().zip(&src[..w]) {
+                *d += s;
+            }
+        }
+    }
+}
+}
+
+/// `out[oy][ox] = phases[phase of (oy, ox)][grid index of (oy, ox)]`.
+#[inline(always)]
+fn interleave<T: Element>(plan: &DirectPlan, phases: &[T], out: &mut [T]) {
+    let (y, xa, wp, pp) = (plan.y, plan.x, plan.wp(), plan.phase_plane());
+    for (oy, row) in out.chunks_mut(xa.out).enumerate() {
+        let (ry, u) = y.grid(oy);
+        let base = ry * xa.phases() * pp + u * wp;
+        if xa.stride == 2 && row.len() >= 2 {
+            // The common case, as pairs: stores the compiler can interleave in registers.
+            let mut at = row_phases(xa, base, pp);
+            let (Some((_, a)), Some((_, b))) = (at.next(), at.next()) else {
+                unreachable!("two phases in a row of two or more pixels")
+            };
+            let half = row.len() / 2;
+            let (a, b) = (&phases[a..a + row.len().div_ceil(2)], &phases[b..b + half]);
+            for ((pair, &p), &q) in row.chunks_exact_mut(2).zip(a).zip(b) {
+                pair[0] = p;
+                pair[1] = q;
+            }
+            if row.len() % 2 == 1 {
+                row[row.len() - 1] = a[half];
+            }
+            continue;
+        }
+        for (ox0, at) in row_phases(xa, base, pp) {
+            let src = &phases[at..];
+            for (o, &p) in row[ox0..].iter_mut().step_by(xa.stride).zip(src) {
+                *o = p;
+            }
+        }
+    }
+}
+
+/// The adjoint of [`interleave`]: `delta` into zeroed phase planes.
+#[inline(always)]
+fn spread<T: Element>(plan: &DirectPlan, delta: &[T], phases: &mut [T]) {
+    let (y, xa, wp, pp) = (plan.y, plan.x, plan.wp(), plan.phase_plane());
+    phases.fill(T::zero());
+    for (oy, row) in delta.chunks(xa.out).enumerate() {
+        let (ry, u) = y.grid(oy);
+        let base = ry * xa.phases() * pp + u * wp;
+        if xa.stride == 2 && row.len() >= 2 {
+            let mut at = row_phases(xa, base, pp);
+            let (Some((_, a)), Some((_, b))) = (at.next(), at.next()) else {
+                unreachable!("two phases in a row of two or more pixels")
+            };
+            let half = row.len() / 2;
+            // Phase planes do not overlap: `a` and `b` are in different ones.
+            let (lo, hi) = phases.split_at_mut(a.max(b));
+            let (pa, pb) = if a < b {
+                (&mut lo[a..a + row.len().div_ceil(2)], &mut hi[..half])
+            } else {
+                (&mut hi[..row.len().div_ceil(2)], &mut lo[b..b + half])
+            };
+            for ((pair, p), q) in row.chunks_exact(2).zip(pa.iter_mut()).zip(pb.iter_mut()) {
+                *p = pair[0];
+                *q = pair[1];
+            }
+            if row.len() % 2 == 1 {
+                pa[half] = row[row.len() - 1];
+            }
+            continue;
+        }
+        for (ox0, at) in row_phases(xa, base, pp) {
+            let dst = &mut phases[at..];
+            for (p, &d) in dst.iter_mut().zip(row[ox0..].iter().step_by(xa.stride)) {
+                *p = d;
+            }
+        }
+    }
+}
+
+/// For each `x` phase present in an output row: its first output column, and where that
+/// pixel sits in the phase planes (the row of `base` in phase plane 0; `pp` apart).
+#[inline(always)]
+fn row_phases(xa: Axis, base: usize, pp: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..xa.stride.min(xa.out)).map(move |ox0| {
+        let (rx, v) = xa.grid(ox0);
+        (ox0, base + rx * pp + v)
+    })
+}
+
+/// `y += a * x` (inlined into the multiversioned kernels).
+#[inline(always)]
+fn axpy_inline<T: Element>(y: &mut [T], x: &[T], a: T) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y += a * x;
+    }
+}
+
+/// `sum(a * b)`, in 16 lanes so that it vectorizes (inlined into the multiversioned kernels).
+#[inline(always)]
+fn dot_inline<T: Element>(a: &[T], b: &[T]) -> T {
+    let mut lanes = [T::zero(); 16];
+    let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ra, rb) = (a16.remainder(), b16.remainder());
+    for (a, b) in a16.zip(b16) {
+        for l in 0..16 {
+            lanes[l] += a[l] * b[l];
+        }
+    }
+    let mut sum = lanes.iter().fold(T::zero(), |s, &l| s + l);
+    for (&a, &b) in ra.iter().zip(rb) {
+        sum += a * b;
+    }
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::reference;
+    use crate::{Algorithm, DeconvConfig, DeconvLayer, Mode};
+
+    /// Geometries at the edges of the phase planes (strides beyond the kernel and beyond the
+    /// output, padding that crops most phases, output padding reached through the dilation):
+    /// forward, input and weight gradients equal the reference exactly on whole numbers.
+    #[test]
+    fn edge_geometries_match_the_reference() {
+        let configs = [
+            DeconvConfig::new(2, 1, 1, 1, 1, 2).stride(5),
+            DeconvConfig::new(1, 2, 2, 3, 2, 3)
+                .stride_hw(7, 4)
+                .pad_hw(2, 1)
+                .groups(2),
+            DeconvConfig::new(1, 1, 3, 2, 3, 2)
+                .stride(1)
+                .dilation(5)
+                .output_padding(4),
+            DeconvConfig::new(2, 3, 4, 4, 3, 5)
+                .stride(3)
+                .pad(4)
+                .groups(3),
+            DeconvConfig::new(1, 2, 1, 5, 4, 1)
+                .stride_hw(4, 2)
+                .output_padding_hw(3, 1),
+            DeconvConfig::new(1, 1, 1, 1, 1, 2).stride(47_483_648),
+        ];
+        for config in configs {
+            let g = config.geometry().unwrap();
+            let mut layer: DeconvLayer<f64> =
+                DeconvLayer::new(&config.clone().algorithm(Algorithm::Direct)).unwrap();
+            let whole = |n: usize, seed: usize| -> Vec<f64> {
+                (0..n)
+                    .map(|i| ((i * 7 + seed * 13) % 7) as f64 - 3.0)
+                    .collect()
+            };
+            let weights = whole(g.weight_count(), 1);
+            layer.weights_mut().copy_from_slice(&weights);
+            let input = whole(g.batch() * g.inputs(), 2);
+            let out = layer.forward(&input, Mode::Train).unwrap().to_vec();
+            assert_eq!(
+                out,
+                reference::deconv2d(&g, &input, &weights).unwrap(),
+                "{config:?}"
+            );
+            let delta = whole(g.batch() * g.outputs(), 3);
+            layer.delta_mut().copy_from_slice(&delta);
+            let mut dx = vec![0.0; input.len()];
+            layer.backward(&input, Some(&mut dx)).unwrap();
+            let want_dx = reference::conv2d_adjoint(&g, &delta, &weights).unwrap();
+            let want_dw = reference::deconv2d_weight_grad(&g, &input, &delta).unwrap();
+            assert_eq!(dx, want_dx, "{config:?}");
+            assert_eq!(layer.weight_updates(), &want_dw[..], "{config:?}");
+        }
+    }
+}
