@@ -345,8 +345,13 @@ def main():
         shapes.append(d)
     meta = dict(metas[0])
     meta["copy_gbps"] = statistics.median(m.get("copy_gbps", float("nan")) for m in metas)
-    meta["command"] = meta["command"].split(" --shapes")[0] + " --shapes <one shape> ..."
-    meta["peers_command"] = "python3 benches/peers.py " + " ".join(sys.argv[1:])
+    binary = os.path.relpath(sweep_binary(), ROOT)
+    meta["command"] = (f"{binary} --shapes <one shape> --threads {args.threads} --reps {args.reps} "
+                       f"--budget {args.budget} --json - --quiet (per shape and round)")
+    shown = list(sys.argv[1:])
+    if "--note" in shown[:-1]:
+        shown[shown.index("--note") + 1] = "'...'"  # the note is printed on its own
+    meta["peers_command"] = " ".join(["python3 benches/peers.py", *shown])
     meta["peers_versions"] = versions
     meta["timing"] = (f"{args.rounds} interleaved rounds (deconv, PyTorch, ONNX Runtime shape by "
                       f"shape, order rotated), each row the median of up to {args.reps} timed calls "
@@ -358,6 +363,8 @@ def main():
                     + ("; idle threads sleep (--passive)" if args.passive else ""))
     if ort_notes:
         meta["onnxruntime_missing"] = ort_notes
+    if args.note:
+        meta["note"] = args.note
     doc = {"meta": meta, "shapes": shapes}
     doc_path = out / "sweep.json"
     doc_path.write_text(json.dumps(doc, indent=1) + "\n")
@@ -366,8 +373,6 @@ def main():
         render += ["--report", report]
     if chart:
         render += ["--chart", chart]
-    if args.note:
-        render += ["--note", args.note]
     subprocess.run(render, check=True)
     print(f"peers: {elapsed / 60:.1f} min; wrote {doc_path}"
           + (f", {report}" if report else "") + (f", {chart}" if chart else ""), file=sys.stderr)

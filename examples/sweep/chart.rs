@@ -19,10 +19,9 @@ pub fn draw(path: &str, title: &str, shapes: &[Value]) -> Result<(), String> {
         .flatten();
     let (lo, hi) = ratios.fold((1.0f64, 1.0f64), |(lo, hi), r| (lo.min(r), hi.max(r)));
     // Whole powers of two around the data, so the axis reads 0.25, 0.5, 1, 2, 4 ...
-    let (lo, hi) = (
-        2f64.powf((lo.log2() - 0.1).floor()),
-        2f64.powf((hi.log2() + 0.1).ceil()),
-    );
+    // The axis is log2 of the ratio, from a whole power of two below the data to one above, so
+    // that its labels read 0.25, 0.5, 1, 2, 4 ...
+    let (lo, hi) = ((lo.log2() - 0.1).floor(), (hi.log2() + 0.1).ceil());
     let height = 110 + 22 * n as u32;
     let root = SVGBackend::new(path, (960, height)).into_drawing_area();
     let err = |e: &dyn std::fmt::Display| format!("{path}: {e}");
@@ -60,7 +59,7 @@ pub fn draw(path: &str, title: &str, shapes: &[Value]) -> Result<(), String> {
         .margin(10)
         .x_label_area_size(36)
         .y_label_area_size(110)
-        .build_cartesian_2d((lo..hi).log_scale(), -0.5..n as f64 - 0.5)
+        .build_cartesian_2d(lo..hi, -0.5..n as f64 - 0.5)
         .map_err(|e| err(&e))?;
     chart
         .configure_mesh()
@@ -68,7 +67,8 @@ pub fn draw(path: &str, title: &str, shapes: &[Value]) -> Result<(), String> {
         .y_label_formatter(&label)
         .disable_y_mesh()
         .x_desc("best peer's time / deconv's time, log scale: right of 1 (black) deconv is faster; grey: 1.3")
-        .x_label_formatter(&|x| format!("{x}"))
+        .x_labels((hi - lo) as usize + 1)
+        .x_label_formatter(&|x| format!("{}", 2f64.powf(*x)))
         .draw()
         .map_err(|e| err(&e))?;
     // Row i of the table is drawn at y = n - 1 - i, top to bottom in table order.
@@ -77,7 +77,7 @@ pub fn draw(path: &str, title: &str, shapes: &[Value]) -> Result<(), String> {
             .enumerate()
             .filter_map(move |(i, d)| {
                 let y = (n - 1 - i) as f64 + offset;
-                pick(d).map(|r| Rectangle::new([(1.0, y), (r, y + 0.38)], color.filled()))
+                pick(d).map(|r| Rectangle::new([(0.0, y), (r.log2(), y + 0.38)], color.filled()))
             })
             .collect::<Vec<_>>()
     };
@@ -91,9 +91,9 @@ pub fn draw(path: &str, title: &str, shapes: &[Value]) -> Result<(), String> {
         |x: f64, style: ShapeStyle| PathElement::new(vec![(x, -0.5), (x, n as f64 - 0.5)], style);
     chart
         .draw_series([
-            vertical(1.0, BLACK.stroke_width(2)),
+            vertical(0.0, BLACK.stroke_width(2)),
             // The target for the geometric mean.
-            vertical(1.3, BLACK.mix(0.35).stroke_width(1)),
+            vertical(1.3f64.log2(), BLACK.mix(0.35).stroke_width(1)),
         ])
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
