@@ -14,6 +14,10 @@
 //! (write a Markdown report: `BENCHMARKS.md`), `--readme FILE` (replace the block between
 //! `<!-- perf:start -->` and `<!-- perf:end -->` in FILE with this run's summary).
 //!
+//! The shape sweep (about fifty layers from real networks, every algorithm, `Auto`'s choice,
+//! the GEMM ceiling, PyTorch and ONNX Runtime beside them) is the sibling example
+//! `examples/sweep` and `benches/peers.py`; this report keeps their block of `BENCHMARKS.md`.
+//!
 //! `BENCHMARKS.md` and the README's performance section are written by:
 //! ```text
 //! cargo run --release --all-features --example perf -- --threads 2 --report BENCHMARKS.md --readme README.md
@@ -291,7 +295,14 @@ fn main() -> Result<(), String> {
             head.lines().map(|l| format!("- {l}\n")).collect::<String>(),
             table(&rows, true)
         );
-        std::fs::write(path, text).map_err(|e| format!("{path}: {e}"))?;
+        // Keep the shape sweep's block (written by examples/sweep and benches/peers.py).
+        let (start, end) = ("<!-- sweep:start -->", "<!-- sweep:end -->");
+        let old = std::fs::read_to_string(path).unwrap_or_default();
+        let sweep = match (old.find(start), old.find(end)) {
+            (Some(a), Some(b)) if a < b => format!("\n{}\n", &old[a..b + end.len()]),
+            _ => String::new(),
+        };
+        std::fs::write(path, text + &sweep).map_err(|e| format!("{path}: {e}"))?;
     }
     if let Some(path) = &o.readme {
         let readme = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;

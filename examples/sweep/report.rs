@@ -1,0 +1,331 @@
+//! The sweep's results document and what is made from it: the Markdown table and headline for
+//! `BENCHMARKS.md`, the CSV, and the numbers the chart draws.
+//!
+//! The document (`--json`, read back by `--render`) is
+//! `{"meta": {...}, "shapes": [{...}, ...]}`; each shape has `id`, `layer` (one-line
+//! geometry), `source`, `dtype`, `gflop` (forward), `gemm_ms` (the GEMM ceiling), `auto` (the
+//! algorithm `Auto` picks), `columns` and `phases` (`{forward_inference, forward_train,
+//! forward_backward}` in ms, `null` where the algorithm does not apply), optionally `parts`
+//! (`--parts`) and, when `benches/peers.py` merged them, `peers`:
+//! `{"pytorch": {forward_inference, forward_backward}, "onnxruntime": {forward_inference}}`
+//! (`null` where a peer cannot run the shape).
+
+use serde_json::Value;
+use std::fmt::Write as _;
+
+/// The numbers of one shape that the table, the CSV and the chart show.
+pub struct Derived {
+    pub id: String,
+    /// Milliseconds of the algorithm `Auto` picks, per pass.
+    pub auto_ms: [Option<f64>; 3],
+    /// The fastest algorithm the crate has, per pass, and its milliseconds.
+    pub best: [Option<(&'static str, f64)>; 3],
+    pub pytorch: [Option<f64>; 2],
+    pub onnxruntime: Option<f64>,
+}
+
+pub const ALGORITHMS: [&str; 2] = ["columns", "phases"];
+const PASSES: [&str; 3] = ["forward_inference", "forward_train", "forward_backward"];
+
+fn ms(v: &Value, alg: &str, pass: &str) -> Option<f64> {
+    v.get(alg)?.get(pass)?.as_f64()
+}
+
+fn peer(v: &Value, name: &str, pass: &str) -> Option<f64> {
+    v.get("peers")?.get(name)?.get(pass)?.as_f64()
+}
+
+impl Derived {
+    pub fn of(v: &Value) -> Self {
+        let auto = v["auto"].as_str().unwrap_or("columns");
+        let auto_ms = PASSES.map(|p| ms(v, auto, p));
+        let best = PASSES.map(|p| {
+            ALGORITHMS
+                .iter()
+                .filter_map(|&a| ms(v, a, p).map(|t| (a, t)))
+                .min_by(|x, y| x.1.total_cmp(&y.1))
+        });
+        Derived {
+            id: v["id"].as_str().unwrap_or("?").to_string(),
+            auto_ms,
+            best,
+            pytorch: [
+                peer(v, "pytorch", "forward_inference"),
+                peer(v, "pytorch", "forward_backward"),
+            ],
+            onnxruntime: peer(v, "onnxruntime", "forward_inference"),
+        }
+    }
+
+    /// The best peer's forward time over deconv's (`Auto`): above 1, deconv is faster.
+    pub fn speedup_forward(&self) -> Option<f64> {
+        let best_peer = [self.pytorch[0], self.onnxruntime]
+            .into_iter()
+            .flatten()
+            .min_by(f64::total_cmp)?;
+        Some(best_peer / self.auto_ms[0]?)
+    }
+
+    /// PyTorch's forward+backward time over deconv's (ONNX Runtime has no training pass).
+    pub fn speedup_backward(&self) -> Option<f64> {
+        Some(self.pytorch[1]? / self.auto_ms[2]?)
+    }
+
+    /// `Auto`'s time over the best algorithm's, the worse of forward and forward+backward.
+    pub fn auto_penalty(&self) -> Option<f64> {
+        [0, 2]
+            .into_iter()
+            .filter_map(|p| Some(self.auto_ms[p]? / self.best[p]?.1))
+            .max_by(f64::total_cmp)
+    }
+}
+
+fn geomean(xs: &[f64]) -> Option<f64> {
+    (!xs.is_empty()).then(|| (xs.iter().map(|x| x.ln()).sum::<f64>() / xs.len() as f64).exp())
+}
+
+/// Three significant digits, `-` for none.
+fn fmt(x: Option<f64>) -> String {
+    match x {
+        None => "-".into(),
+        Some(x) if x >= 100.0 => format!("{x:.0}"),
+        Some(x) if x >= 10.0 => format!("{x:.1}"),
+        Some(x) if x >= 1.0 => format!("{x:.2}"),
+        Some(x) => format!("{x:.3}"),
+    }
+}
+
+fn triple(v: &Value, alg: &str) -> String {
+    if v.get(alg).is_none_or(Value::is_null) {
+        return "n/a".into();
+    }
+    PASSES
+        .iter()
+        .map(|p| fmt(ms(v, alg, p)))
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+/// The headline: geometric means and worst shapes of the peer ratios, and `Auto`'s record.
+pub fn headline(shapes: &[Value]) -> String {
+    let d: Vec<Derived> = shapes.iter().map(Derived::of).collect();
+    let mut out = String::new();
+    for (name, f) in [
+        (
+            "forward (inference)",
+            Derived::speedup_forward as fn(&Derived) -> Option<f64>,
+        ),
+        ("forward+backward", Derived::speedup_backward),
+    ] {
+        let mut r: Vec<(f64, &str)> = d.iter().filter_map(|x| Some((f(x)?, &*x.id))).collect();
+        if r.is_empty() {
+            continue;
+        }
+        r.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let gm = geomean(&r.iter().map(|x| x.0).collect::<Vec<_>>()).unwrap_or(f64::NAN);
+        let losers = r.iter().filter(|x| x.0 < 1.0).count();
+        let worst: Vec<String> = r
+            .iter()
+            .take(5)
+            .map(|(x, id)| format!("{id} {x:.2}x"))
+            .collect();
+        writeln!(
+            out,
+            "- {name}: best peer's time / deconv's, geometric mean **{gm:.2}x** over {} shapes; \
+             {losers} shapes below 1.0x; worst: {}",
+            r.len(),
+            worst.join(", ")
+        )
+        .unwrap();
+    }
+    let penalties: Vec<(f64, &str)> = d
+        .iter()
+        .filter_map(|x| Some((x.auto_penalty()?, &*x.id)))
+        .collect();
+    let within = penalties.iter().filter(|p| p.0 <= 1.1).count();
+    let mut off: Vec<&(f64, &str)> = penalties.iter().filter(|p| p.0 > 1.1).collect();
+    off.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let worst = penalties.iter().map(|p| p.0).fold(1.0, f64::max);
+    writeln!(
+        out,
+        "- `Auto` within 10% of the crate's fastest algorithm (forward and forward+backward) on \
+         {within} of {} shapes; worst {worst:.2}x{}",
+        penalties.len(),
+        if off.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({})",
+                off.iter()
+                    .map(|(x, id)| format!("{id} {x:.2}x"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    )
+    .unwrap();
+    out
+}
+
+/// The sweep's Markdown: headline, the shapes and where they come from, the timing table.
+pub fn markdown(meta: &Value, shapes: &[Value], chart: Option<&str>) -> String {
+    let mut out = String::new();
+    let text = |k: &str| {
+        meta.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string()
+    };
+    writeln!(out, "- command: `{}`", text("command")).unwrap();
+    if let Some(peers) = meta.get("peers_command").and_then(Value::as_str) {
+        writeln!(out, "- peers: `{peers}` ({})", text("peers_versions")).unwrap();
+    }
+    writeln!(
+        out,
+        "- machine: {}; threads: {}; backend: {}; {}; {}",
+        text("machine"),
+        meta["threads"],
+        text("backend"),
+        text("timing"),
+        text("date")
+    )
+    .unwrap();
+    if let Some(load) = meta.get("load").and_then(Value::as_str) {
+        writeln!(out, "- {load}").unwrap();
+    }
+    if let Some(missing) = meta.get("onnxruntime_missing").and_then(Value::as_object) {
+        let first = missing
+            .values()
+            .next()
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        writeln!(
+            out,
+            "- no ONNX Runtime column for {} (`{first}`)",
+            missing.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
+        .unwrap();
+    }
+    if let Some(bw) = meta.get("copy_gbps").and_then(Value::as_f64) {
+        writeln!(out, "- memory bandwidth, a 128 MiB parallel copy in the same run: {bw:.1} GB/s (read + written)").unwrap();
+    }
+    out += "\n";
+    out += &headline(shapes);
+    if let Some(chart) = chart {
+        writeln!(
+            out,
+            "\n![Best peer's time over deconv's per sweep shape]({chart})"
+        )
+        .unwrap();
+    }
+    out += "\nColumns: `GEMM` the raw GEMMs of the forward's size (`batch * groups` products \
+            `k*k*n/g x h*w x c/g`) in this run, the layer's ceiling; `Columns` and `Phases` the \
+            layer's milliseconds with that algorithm, forward inference / forward train / \
+            forward+backward (`n/a`: the algorithm does not apply); `Auto` the algorithm \
+            `Algorithm::Auto` picks and its time over the best algorithm's (worse of forward and \
+            forward+backward); `of GEMM` the GEMM's time over `Auto`'s forward inference; \
+            `PyTorch` `torch.nn.ConvTranspose2d` (+ `BatchNorm2d` and the activation as the \
+            layer has them) forward in eval mode / forward+backward with input and weight \
+            gradients; `ORT` ONNX Runtime's `ConvTranspose` graph forward; `fwd x` and `f+b x` \
+            the best peer's time over deconv's (`Auto`): above 1.0, deconv is faster.\n\n";
+    out += "| shape | layer | GFLOP | GEMM ms | Columns ms | Phases ms | Auto | of GEMM | PyTorch ms | ORT ms | fwd x | f+b x |\n";
+    out += "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    for v in shapes {
+        let d = Derived::of(v);
+        let gemm = v["gemm_ms"].as_f64();
+        let of_gemm = gemm.zip(d.auto_ms[0]).map(|(g, a)| 100.0 * g / a);
+        let flag = |x: Option<f64>| match x {
+            Some(x) if x < 1.0 => format!("**{}**", fmt(Some(x))),
+            x => fmt(x),
+        };
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} {} | {} | {} / {} | {} | {} | {} |",
+            d.id,
+            v["layer"].as_str().unwrap_or(""),
+            fmt(v["gflop"].as_f64()),
+            fmt(gemm),
+            triple(v, "columns"),
+            triple(v, "phases"),
+            v["auto"].as_str().unwrap_or("?"),
+            d.auto_penalty().map_or("-".into(), |p| format!("{p:.2}x")),
+            of_gemm.map_or("-".into(), |p| format!("{p:.0}%")),
+            fmt(d.pytorch[0]),
+            fmt(d.pytorch[1]),
+            fmt(d.onnxruntime),
+            flag(d.speedup_forward()),
+            flag(d.speedup_backward()),
+        )
+        .unwrap();
+    }
+    out +=
+        "\nWhere each shape comes from (`benches/support/sweep.rs` says more, next to each):\n\n";
+    out += "| shape | network and layer | type |\n|---|---|---|\n";
+    for v in shapes {
+        writeln!(
+            out,
+            "| {} | {} | {} |",
+            v["id"].as_str().unwrap_or("?"),
+            v["source"].as_str().unwrap_or(""),
+            v["dtype"].as_str().unwrap_or("")
+        )
+        .unwrap();
+    }
+    out
+}
+
+/// One row per shape, algorithm and pass, then the peers' rows.
+pub fn csv(meta: &Value, shapes: &[Value]) -> String {
+    let mut out = String::from("shape,dtype,engine,pass,ms,gflops,threads,auto\n");
+    let threads = &meta["threads"];
+    for v in shapes {
+        let id = v["id"].as_str().unwrap_or("?");
+        let dtype = v["dtype"].as_str().unwrap_or("?");
+        let gflop = v["gflop"].as_f64().unwrap_or(0.0);
+        let auto = v["auto"].as_str().unwrap_or("?");
+        let mut row = |engine: &str, pass: &str, ms: f64| {
+            let flops = if pass == "forward_backward" {
+                3.0 * gflop
+            } else {
+                gflop
+            };
+            writeln!(
+                out,
+                "{id},{dtype},{engine},{pass},{ms:.4},{:.3},{threads},{auto}",
+                flops / (ms / 1e3)
+            )
+            .unwrap();
+        };
+        if let Some(g) = v["gemm_ms"].as_f64() {
+            row("gemm", "forward_inference", g);
+        }
+        for alg in ALGORITHMS {
+            for pass in PASSES {
+                if let Some(t) = ms(v, alg, pass) {
+                    row(&format!("deconv-{alg}"), pass, t);
+                }
+            }
+        }
+        for (name, pass) in [
+            ("pytorch", "forward_inference"),
+            ("pytorch", "forward_backward"),
+            ("onnxruntime", "forward_inference"),
+        ] {
+            if let Some(t) = peer(v, name, pass) {
+                row(name, pass, t);
+            }
+        }
+    }
+    out
+}
+
+/// `text` with the block between `start` and `end` markers replaced by `block` (markers
+/// included in `block`), or `block` appended when the markers are absent.
+pub fn replace_block(text: &str, start: &str, end: &str, block: &str) -> String {
+    match (text.find(start), text.find(end)) {
+        (Some(a), Some(b)) if a < b => {
+            format!("{}{block}{}", &text[..a], &text[b + end.len()..])
+        }
+        _ => format!("{}\n{block}\n", text.trim_end()),
+    }
+}
