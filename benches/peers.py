@@ -333,7 +333,7 @@ def main():
         recs = [rd[s["id"]] for rd in rounds]
         d = median_tree([rec["deconv"] for rec in recs])
         # An algorithm that does not apply is null in every round.
-        for alg in ("columns", "phases"):
+        for alg in ("columns", "phases", "direct"):
             if any(rec["deconv"][alg] is None for rec in recs):
                 d[alg] = None
         d["auto"] = statistics.mode([rec["deconv"]["auto"] for rec in recs])

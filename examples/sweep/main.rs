@@ -1,5 +1,5 @@
 //! The shape sweep (`benches/support/sweep.rs`): for every shape, the layer's milliseconds with
-//! each algorithm it has (`Columns`, and `Phases` where it applies) in forward inference,
+//! each algorithm it has (`Columns`, `Direct`, and `Phases` where it applies) in forward inference,
 //! forward train and forward+backward, the algorithm `Auto` picks, and the GEMM ceiling of the
 //! shape (the raw GEMMs of the forward's size, same run). Writes a JSON document, a CSV, the
 //! sweep's block of `BENCHMARKS.md` and its SVG chart. `benches/peers.py` runs it shape by shape
@@ -249,7 +249,8 @@ fn measure_all(o: &Options) -> Result<Value, String> {
 fn progress(v: &Value) -> String {
     let f = |x: &Value| x.as_f64().map_or("-".into(), |x| format!("{x:.3}"));
     let mut line = format!(
-        "{:<15} gemm {:>9} ms  columns {:>9} {:>9} {:>9}  phases {:>9} {:>9} {:>9}  auto {}",
+        "{:<15} gemm {:>9} ms  columns {:>9} {:>9} {:>9}  phases {:>9} {:>9} {:>9}  \
+         direct {:>9} {:>9} {:>9}  auto {}",
         v["id"].as_str().unwrap_or("?"),
         f(&v["gemm_ms"]),
         f(&v["columns"]["forward_inference"]),
@@ -258,6 +259,9 @@ fn progress(v: &Value) -> String {
         f(&v["phases"]["forward_inference"]),
         f(&v["phases"]["forward_train"]),
         f(&v["phases"]["forward_backward"]),
+        f(&v["direct"]["forward_inference"]),
+        f(&v["direct"]["forward_train"]),
+        f(&v["direct"]["forward_backward"]),
         v["auto"].as_str().unwrap_or("?"),
     );
     if let Some(p) = v.get("parts").and_then(Value::as_object) {

@@ -153,12 +153,14 @@ where
     };
     let columns = times(Algorithm::Columns);
     let phases = times(Algorithm::Phases);
+    let direct = times(Algorithm::Direct);
     json!({
         "id": shape.id,
         "gemm_ms": gemm,
         "auto": algorithm_name(auto),
         "columns": columns,
         "phases": phases,
+        "direct": direct,
     })
 }
 
@@ -167,6 +169,7 @@ pub fn algorithm_name(a: Algorithm) -> &'static str {
         Algorithm::Auto => "auto",
         Algorithm::Columns => "columns",
         Algorithm::Phases => "phases",
+        Algorithm::Direct => "direct",
     }
 }
 

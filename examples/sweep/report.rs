@@ -4,7 +4,7 @@
 //! The document (`--json`, read back by `--render`) is
 //! `{"meta": {...}, "shapes": [{...}, ...]}`; each shape has `id`, `layer` (one-line
 //! geometry), `source`, `dtype`, `gflop` (forward), `gemm_ms` (the GEMM ceiling), `auto` (the
-//! algorithm `Auto` picks), `columns` and `phases` (`{forward_inference, forward_train,
+//! algorithm `Auto` picks), `columns`, `phases` and `direct` (`{forward_inference, forward_train,
 //! forward_backward}` in ms, `null` where the algorithm does not apply), optionally `parts`
 //! (`--parts`) and, when `benches/peers.py` merged them, `peers`:
 //! `{"pytorch": {forward_inference, forward_backward}, "onnxruntime": {forward_inference}}`
@@ -24,7 +24,7 @@ pub struct Derived {
     pub onnxruntime: Option<f64>,
 }
 
-pub const ALGORITHMS: [&str; 2] = ["columns", "phases"];
+pub const ALGORITHMS: [&str; 3] = ["columns", "phases", "direct"];
 const PASSES: [&str; 3] = ["forward_inference", "forward_train", "forward_backward"];
 
 fn ms(v: &Value, alg: &str, pass: &str) -> Option<f64> {
@@ -219,7 +219,7 @@ pub fn markdown(meta: &Value, shapes: &[Value], chart: Option<&str>) -> String {
         .unwrap();
     }
     out += "\nColumns: `GEMM` the raw GEMMs of the forward's size (`batch * groups` products \
-            `k*k*n/g x h*w x c/g`) in this run, the layer's ceiling; `Columns` and `Phases` the \
+            `k*k*n/g x h*w x c/g`) in this run, the layer's ceiling; `Columns`, `Phases` and `Direct` the \
             layer's milliseconds with that algorithm, forward inference / forward train / \
             forward+backward (`n/a`: the algorithm does not apply); `Auto` the algorithm \
             `Algorithm::Auto` picks and its time over the best algorithm's (worse of forward and \
@@ -228,8 +228,8 @@ pub fn markdown(meta: &Value, shapes: &[Value], chart: Option<&str>) -> String {
             layer has them) forward in eval mode / forward+backward with input and weight \
             gradients; `ORT` ONNX Runtime's `ConvTranspose` graph forward; `fwd x` and `f+b x` \
             the best peer's time over deconv's (`Auto`): above 1.0, deconv is faster.\n\n";
-    out += "| shape | layer | GFLOP | GEMM ms | Columns ms | Phases ms | Auto | of GEMM | PyTorch ms | ORT ms | fwd x | f+b x |\n";
-    out += "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+    out += "| shape | layer | GFLOP | GEMM ms | Columns ms | Phases ms | Direct ms | Auto | of GEMM | PyTorch ms | ORT ms | fwd x | f+b x |\n";
+    out += "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
     for v in shapes {
         let d = Derived::of(v);
         let gemm = v["gemm_ms"].as_f64();
@@ -240,13 +240,14 @@ pub fn markdown(meta: &Value, shapes: &[Value], chart: Option<&str>) -> String {
         };
         writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} {} | {} | {} / {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} {} | {} | {} / {} | {} | {} | {} |",
             d.id,
             v["layer"].as_str().unwrap_or(""),
             fmt(v["gflop"].as_f64()),
             fmt(gemm),
             triple(v, "columns"),
             triple(v, "phases"),
+            triple(v, "direct"),
             v["auto"].as_str().unwrap_or("?"),
             d.auto_penalty().map_or("-".into(), |p| format!("{p:.2}x")),
             of_gemm.map_or("-".into(), |p| format!("{p:.0}%")),
