@@ -67,6 +67,10 @@ pub(crate) struct DirectPlan {
     group_out: usize,
     y: Axis,
     x: Axis,
+    /// Per phase present, the taps `(k, shift)` that land on it, per axis: the kernels visit
+    /// the taps phase by phase, so that a phase plane stays in cache while its taps run.
+    y_taps: Vec<Vec<(usize, usize)>>,
+    x_taps: Vec<Vec<(usize, usize)>>,
 }
 
 impl DirectPlan {
@@ -79,11 +83,26 @@ impl DirectPlan {
             pad: g.pad()[a],
             dilation: g.dilation()[a],
         };
+        let taps = |a: Axis| -> Vec<Vec<(usize, usize)>> {
+            (0..a.phases())
+                .map(|r| {
+                    (0..a.kernel)
+                        .filter_map(|k| {
+                            let (phase, shift) = a.tap(k);
+                            (phase == r).then_some((k, shift))
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        let (y, x) = (axis(0), axis(1));
         DirectPlan {
             group_in: g.group_in(),
             group_out: g.group_out(),
-            y: axis(0),
-            x: axis(1),
+            y,
+            x,
+            y_taps: taps(y),
+            x_taps: taps(x),
         }
     }
 
@@ -98,12 +117,6 @@ impl DirectPlan {
     }
     fn phase_planes(&self) -> usize {
         self.y.phases() * self.x.phases() * self.phase_plane()
-    }
-
-    /// Where phase `(ry, rx)`'s plane starts, `None` for a phase without output pixels.
-    fn phase_at(&self, ry: usize, rx: usize) -> Option<usize> {
-        let (ny, nx) = (self.y.phases(), self.x.phases());
-        (ry < ny && rx < nx).then(|| (ry * nx + rx) * self.phase_plane())
     }
 
     /// Elements of one padded input plane (`h x wp`).
@@ -228,22 +241,23 @@ fn forward_plane<T: Element>(plan: &DirectPlan, weights: &[T], x: &[T], f: usize
     let (cg, ng) = (plan.group_in, plan.group_out);
     let (y, xa) = (plan.y, plan.x);
     let (wp, taps, run) = (plan.wp(), y.kernel * xa.kernel, plan.padded_input());
-    let (phases, rest) = ws.split_at_mut(plan.phase_planes());
-    phases.fill(T::zero());
+    let (phases, sources) = ws.split_at_mut(plan.phase_planes());
     let (grp, fo) = (f / ng, f % ng);
-    for ci in 0..cg {
-        let c = grp * cg + ci;
-        let src = plan.padded(x, c, rest);
-        let kernel = &weights[(c * ng + fo) * taps..][..taps];
-        for ky in 0..y.kernel {
-            let (ry, a) = y.tap(ky);
-            for kx in 0..xa.kernel {
-                let (rx, b) = xa.tap(kx);
-                let Some(phase) = plan.phase_at(ry, rx) else {
-                    continue; // lands on no output pixel
-                };
-                let at = phase + a * wp + b;
-                axpy_inline(&mut phases[at..at + run], src, kernel[ky * xa.kernel + kx]);
+    for (ci, buf) in sources.chunks_exact_mut(run).take(cg).enumerate() {
+        plan.padded(x, grp * cg + ci, buf);
+    }
+    // Phase by phase, each plane zeroed and then given all its taps while it is in cache
+    // (taps that land on no output pixel are never visited).
+    for (phase, plane) in phases.chunks_exact_mut(plan.phase_plane()).enumerate() {
+        plane.fill(T::zero());
+        let (y_taps, x_taps) = (&plan.y_taps[phase / xa.phases()], &plan.x_taps[phase % xa.phases()]);
+        for (ci, src) in sources.chunks_exact(run).take(cg).enumerate() {
+            let kernel = &weights[((grp * cg + ci) * ng + fo) * taps..][..taps];
+            for &(ky, a) in y_taps {
+                for &(kx, b) in x_taps {
+                    let at = a * wp + b;
+                    axpy_inline(&mut plane[at..at + run], src, kernel[ky * xa.kernel + kx]);
+                }
             }
         }
     }
@@ -278,19 +292,18 @@ fn backward_channel<T: Element>(
     for fo in 0..ng {
         let f = grp * ng + fo;
         spread(plan, &delta[f * ohw..][..ohw], phases);
-        for ky in 0..y.kernel {
-            let (ry, a) = y.tap(ky);
-            for kx in 0..xa.kernel {
-                let (rx, b) = xa.tap(kx);
-                let Some(phase) = plan.phase_at(ry, rx) else {
-                    continue; // reaches no output pixel: no gradient
-                };
-                let at = phase + a * wp + b;
-                let d = &phases[at..at + run];
-                let tap = fo * taps + ky * xa.kernel + kx;
-                dw[tap] += dot_inline(src, d);
-                if dx.is_some() {
-                    axpy_inline(dx_buf, d, kernels[tap]);
+        // Phase by phase, as the forward (taps that reach no output pixel have no gradient).
+        for (phase, plane) in phases.chunks_exact(plan.phase_plane()).enumerate() {
+            let (y_taps, x_taps) = (&plan.y_taps[phase / xa.phases()], &plan.x_taps[phase % xa.phases()]);
+            for &(ky, a) in y_taps {
+                for &(kx, b) in x_taps {
+                    let at = a * wp + b;
+                    let d = &plane[at..at + run];
+                    let tap = fo * taps + ky * xa.kernel + kx;
+                    dw[tap] += dot_inline(src, d);
+                    if dx.is_some() {
+                        axpy_inline(dx_buf, d, kernels[tap]);
+                    }
                 }
             }
         }
@@ -312,27 +325,20 @@ fn interleave<T: Element>(plan: &DirectPlan, phases: &[T], out: &mut [T]) {
     for (oy, row) in out.chunks_mut(xa.out).enumerate() {
         let (ry, u) = y.grid(oy);
         let base = ry * xa.phases() * pp + u * wp;
-        if xa.stride == 2 && row.len() >= 2 {
-            // The common case, as pairs: stores the compiler can interleave in registers.
-            let mut at = row_phases(xa, base, pp);
-            let (Some((_, a)), Some((_, b))) = (at.next(), at.next()) else {
-                unreachable!("two phases in a row of two or more pixels")
-            };
-            let half = row.len() / 2;
-            let (a, b) = (&phases[a..a + row.len().div_ceil(2)], &phases[b..b + half]);
-            for ((pair, &p), &q) in row.chunks_exact_mut(2).zip(a).zip(b) {
-                pair[0] = p;
-                pair[1] = q;
-            }
-            if row.len() % 2 == 1 {
-                row[row.len() - 1] = a[half];
-            }
-            continue;
-        }
-        for (ox0, at) in row_phases(xa, base, pp) {
-            let src = &phases[at..];
-            for (o, &p) in row[ox0..].iter_mut().step_by(xa.stride).zip(src) {
-                *o = p;
+        // The usual strides with the stride a constant: whole groups of `stride` pixels, one
+        // from each phase, without a division or a strided loop per pixel.
+        match xa.stride {
+            2 if row.len() >= 2 => by_groups::<T, 2>(xa, base, pp, row, phases),
+            3 if row.len() >= 3 => by_groups::<T, 3>(xa, base, pp, row, phases),
+            4 if row.len() >= 4 => by_groups::<T, 4>(xa, base, pp, row, phases),
+            8 if row.len() >= 8 => by_groups::<T, 8>(xa, base, pp, row, phases),
+            _ => {
+                for (ox0, at) in row_phases(xa, base, pp) {
+                    let src = &phases[at..];
+                    for (o, &p) in row[ox0..].iter_mut().step_by(xa.stride).zip(src) {
+                        *o = p;
+                    }
+                }
             }
         }
     }
@@ -346,34 +352,75 @@ fn spread<T: Element>(plan: &DirectPlan, delta: &[T], phases: &mut [T]) {
     for (oy, row) in delta.chunks(xa.out).enumerate() {
         let (ry, u) = y.grid(oy);
         let base = ry * xa.phases() * pp + u * wp;
-        if xa.stride == 2 && row.len() >= 2 {
-            let mut at = row_phases(xa, base, pp);
-            let (Some((_, a)), Some((_, b))) = (at.next(), at.next()) else {
-                unreachable!("two phases in a row of two or more pixels")
-            };
-            let half = row.len() / 2;
-            // Phase planes do not overlap: `a` and `b` are in different ones.
-            let (lo, hi) = phases.split_at_mut(a.max(b));
-            let (pa, pb) = if a < b {
-                (&mut lo[a..a + row.len().div_ceil(2)], &mut hi[..half])
-            } else {
-                (&mut hi[..row.len().div_ceil(2)], &mut lo[b..b + half])
-            };
-            for ((pair, p), q) in row.chunks_exact(2).zip(pa.iter_mut()).zip(pb.iter_mut()) {
-                *p = pair[0];
-                *q = pair[1];
-            }
-            if row.len() % 2 == 1 {
-                pa[half] = row[row.len() - 1];
-            }
-            continue;
-        }
-        for (ox0, at) in row_phases(xa, base, pp) {
-            let dst = &mut phases[at..];
-            for (p, &d) in dst.iter_mut().zip(row[ox0..].iter().step_by(xa.stride)) {
-                *p = d;
+        match xa.stride {
+            2 if row.len() >= 2 => by_groups_spread::<T, 2>(xa, base, pp, row, phases),
+            3 if row.len() >= 3 => by_groups_spread::<T, 3>(xa, base, pp, row, phases),
+            4 if row.len() >= 4 => by_groups_spread::<T, 4>(xa, base, pp, row, phases),
+            8 if row.len() >= 8 => by_groups_spread::<T, 8>(xa, base, pp, row, phases),
+            _ => {
+                for (ox0, at) in row_phases(xa, base, pp) {
+                    let dst = &mut phases[at..];
+                    for (p, &d) in dst.iter_mut().zip(row[ox0..].iter().step_by(xa.stride)) {
+                        *p = d;
+                    }
+                }
             }
         }
+    }
+}
+
+/// Where each of the `S` phases of an output row (at `base`) starts in the phase planes; the
+/// row has at least `S` pixels, so all `S` phases are present.
+#[inline(always)]
+fn starts<const S: usize>(xa: Axis, base: usize, pp: usize) -> [usize; S] {
+    let mut starts = [0; S];
+    for (ox0, at) in row_phases(xa, base, pp) {
+        starts[ox0] = at;
+    }
+    starts
+}
+
+/// [`interleave`] of one row for stride `S`: pixel `k * S + r` is phase `r`'s `k`-th.
+#[inline(always)]
+fn by_groups<T: Element, const S: usize>(
+    xa: Axis,
+    base: usize,
+    pp: usize,
+    row: &mut [T],
+    phases: &[T],
+) {
+    let at = starts::<S>(xa, base, pp);
+    let (full, rest) = (row.len() / S, row.len() % S);
+    let src: [&[T]; S] =
+        std::array::from_fn(|r| &phases[at[r]..at[r] + full + usize::from(r < rest)]);
+    for (k, group) in row.chunks_exact_mut(S).enumerate() {
+        for r in 0..S {
+            group[r] = src[r][k];
+        }
+    }
+    for r in 0..rest {
+        row[full * S + r] = src[r][full];
+    }
+}
+
+/// [`spread`] of one row for stride `S`.
+#[inline(always)]
+fn by_groups_spread<T: Element, const S: usize>(
+    xa: Axis,
+    base: usize,
+    pp: usize,
+    row: &[T],
+    phases: &mut [T],
+) {
+    let at = starts::<S>(xa, base, pp);
+    let (full, rest) = (row.len() / S, row.len() % S);
+    for (k, group) in row.chunks_exact(S).enumerate() {
+        for r in 0..S {
+            phases[at[r] + k] = group[r];
+        }
+    }
+    for r in 0..rest {
+        phases[at[r] + full] = row[full * S + r];
     }
 }
 

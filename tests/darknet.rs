@@ -216,10 +216,12 @@ fn gradients_accumulate_and_input_gradient_adds() {
 
 #[test]
 fn resize_gives_the_layer_a_new_input_size() {
+    // The column plan, whose workspace is Darknet's (one image's column matrix).
     let config = DeconvConfig::new(2, 3, 4, 5, 2, 3)
         .stride(2)
         .pad(1)
-        .batch_normalize(true);
+        .batch_normalize(true)
+        .algorithm(deconv::Algorithm::Columns);
     let mut layer: DeconvLayer<f64> = DeconvLayer::new(&config).unwrap();
     layer.resize(6, 3).unwrap();
     let g = *layer.geometry();
