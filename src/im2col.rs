@@ -156,6 +156,45 @@ impl Window {
     }
 }
 
+/// Where one image's column matrices sit in a matrix that may hold several images side by side
+/// (the columns of a batch of small images, multiplied in one GEMM): its rows are `ld` apart
+/// and its columns start at `offset`. One image alone: `ld` is its column count, `offset` 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ColLayout {
+    pub(crate) ld: usize,
+    pub(crate) offset: usize,
+}
+
+impl ColLayout {
+    /// One image's contiguous matrices of `width` columns.
+    pub(crate) fn alone(width: usize) -> Self {
+        ColLayout {
+            ld: width,
+            offset: 0,
+        }
+    }
+
+    /// Checks that `len` elements hold `rows` rows of `width` columns in this layout.
+    fn check(&self, rows: usize, width: usize, len: usize) -> Result<()> {
+        if self.offset + width > self.ld {
+            return Err(crate::Error::InvalidParameter {
+                param: "ld",
+                reason: format!(
+                    "columns {}..{} do not fit rows of {}",
+                    self.offset,
+                    self.offset + width,
+                    self.ld
+                ),
+            });
+        }
+        let need = match rows {
+            0 => 0,
+            r => mul("cols", &[r - 1, self.ld])? + self.offset + width,
+        };
+        crate::error::check_len_at_least("cols", need, len)
+    }
+}
+
 /// Writes each big plane as the sum of the column entries that land on it (`col2im`).
 ///
 /// `cols` holds `channels` column matrices of `kh*kw` rows by `h*w`; `planes` holds `channels`
@@ -166,14 +205,22 @@ impl Window {
 /// size `channels` and `window` imply.
 pub fn col2im<T: Element>(cols: &[T], window: &Window, planes: &mut [T]) -> Result<()> {
     let mut none = vec![(); planes.len() / window.big_plane()?.max(1)];
-    col2im_then(cols, window, planes, true, &mut none, |_, _, _| {})
+    let layout = ColLayout::alone(mul("columns", &[window.small[0], window.small[1]])?);
+    let channels = planes.len() / window.big_plane()?.max(1);
+    check_len(
+        "cols",
+        mul("cols", &[channels, window.col_plane()?])?,
+        cols.len(),
+    )?;
+    col2im_then(cols, layout, window, planes, true, &mut none, |_, _, _| {})
 }
 
-/// [`col2im`], then `finish(channel, plane, state)` on each plane while it is still in cache
-/// (bias and activation, or batch-norm statistics), with `states[channel]`. With `parallel`,
-/// channels are spread over rayon's threads.
+/// [`col2im`] of the image at `layout` in `cols`, then `finish(channel, plane, state)` on each
+/// plane while it is still in cache (bias and activation, or batch-norm statistics), with
+/// `states[channel]`. With `parallel`, channels are spread over rayon's threads.
 pub(crate) fn col2im_then<T: Element, S: Send>(
     cols: &[T],
+    layout: ColLayout,
     window: &Window,
     planes: &mut [T],
     parallel: bool,
@@ -187,25 +234,29 @@ pub(crate) fn col2im_then<T: Element, S: Send>(
         return Ok(());
     }
     let channels = planes.len() / big_plane;
+    let taps = window.kernel[0] * window.kernel[1];
     check_len("planes", channels * big_plane, planes.len())?;
-    check_len("cols", mul("cols", &[channels, col_plane])?, cols.len())?;
+    layout.check(
+        channels * taps,
+        window.small[0] * window.small[1],
+        cols.len(),
+    )?;
     check_len("states", channels, states.len())?;
-    type Item<'a, T, S> = (usize, ((&'a mut [T], &'a [T]), &'a mut S));
-    let one = |(ch, ((plane, col), state)): Item<'_, T, S>| {
-        col2im_plane(col, window, plane);
+    let ld = layout.ld;
+    type Item<'a, T, S> = (usize, (&'a mut [T], &'a mut S));
+    let one = |(ch, (plane, state)): Item<'_, T, S>| {
+        col2im_plane(&cols[ch * taps * ld + layout.offset..], ld, window, plane);
         finish(ch, plane, state);
     };
     if parallel {
         planes
             .par_chunks_mut(big_plane)
-            .zip(cols.par_chunks(col_plane))
             .zip(states.par_iter_mut())
             .enumerate()
             .for_each(one);
     } else {
         planes
             .chunks_mut(big_plane)
-            .zip(cols.chunks(col_plane))
             .zip(states.iter_mut())
             .enumerate()
             .for_each(one);
@@ -217,12 +268,13 @@ pub(crate) fn col2im_then<T: Element, S: Send>(
 const MIN_GATHER_RUN: usize = 32;
 
 multiversion! {
-/// One channel of [`col2im`]: `col` is its `kh*kw x h*w` matrix, `plane` its `out_h x out_w`.
-fn col2im_plane<T: Element>(col: &[T], window: &Window, plane: &mut [T]) {
+/// One channel of [`col2im`]: `col` is its `kh*kw x h*w` matrix (rows `ld` apart), `plane` its
+/// `out_h x out_w`.
+fn col2im_plane<T: Element>(col: &[T], ld: usize, window: &Window, plane: &mut [T]) {
     // The gather pays on long rows (S4: 64 pixels per phase, 6% faster); on short ones its
     // per-row setup costs more than the strided adds it saves (S1: 16 per phase, 9% slower).
     if window.stride[1] > 1 && window.big[1] / window.stride[1] >= MIN_GATHER_RUN {
-        return col2im_plane_by_phase(col, window, plane);
+        return col2im_plane_by_phase(col, ld, window, plane);
     }
     let [kh, kw] = window.kernel;
     let [h, w] = window.small;
@@ -236,7 +288,7 @@ fn col2im_plane<T: Element>(col: &[T], window: &Window, plane: &mut [T]) {
             if xs.is_empty() {
                 continue;
             }
-            let tap = &col[(ki * kw + kj) * h * w..][..h * w];
+            let tap = &col[(ki * kw + kj) * ld..][..h * w];
             for (n, iy) in rows.clone().enumerate() {
                 let src = &tap[iy * w + xs.start..iy * w + xs.end];
                 let dst = &mut plane[(y0 + n * sh) * out_w + x0..];
@@ -254,7 +306,7 @@ fn col2im_plane<T: Element>(col: &[T], window: &Window, plane: &mut [T]) {
 /// column row, so their sums build up in a small contiguous buffer with vectorizable adds and
 /// every output pixel is stored once (a scatter-add would touch every `sw`-th pixel per tap).
 #[inline(always)]
-fn col2im_plane_by_phase<T: Element>(col: &[T], window: &Window, plane: &mut [T]) {
+fn col2im_plane_by_phase<T: Element>(col: &[T], ld: usize, window: &Window, plane: &mut [T]) {
     let [out_h, out_w] = window.big;
     let sw = window.stride[1];
     let pw = window.pad[1];
@@ -267,7 +319,7 @@ fn col2im_plane_by_phase<T: Element>(col: &[T], window: &Window, plane: &mut [T]
                 let len = GATHER_BLOCK.min(n_even - jb);
                 for (x0, acc) in acc.iter_mut().enumerate() {
                     // Output x = 2 * j + x0 has phase (x0 + pad) mod 2.
-                    phase_sums(col, window, y, (x0 + pw) % 2, x0, jb, &mut acc[..len]);
+                    phase_sums(col, ld, window, y, (x0 + pw) % 2, x0, jb, &mut acc[..len]);
                 }
                 let seg = &mut row[2 * jb..(2 * (jb + len)).min(out_w)];
                 let mut pairs = seg.chunks_exact_mut(2);
@@ -290,7 +342,7 @@ fn col2im_plane_by_phase<T: Element>(col: &[T], window: &Window, plane: &mut [T]
             let nx = (out_w - x_first).div_ceil(sw);
             for jb in (0..nx).step_by(GATHER_BLOCK) {
                 let len = GATHER_BLOCK.min(nx - jb);
-                phase_sums(col, window, y, rx, x_first, jb, &mut acc[0][..len]);
+                phase_sums(col, ld, window, y, rx, x_first, jb, &mut acc[0][..len]);
                 let dst = row[x_first + jb * sw..].iter_mut().step_by(sw);
                 for (d, &a) in dst.zip(&acc[0][..len]) {
                     *d = a;
@@ -306,8 +358,10 @@ const GATHER_BLOCK: usize = 256;
 /// Writes into `acc` the col2im sums of output row `y`, phase `rx` (first pixel `x_first`),
 /// for that phase's pixels `jb .. jb + acc.len()`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn phase_sums<T: Element>(
     col: &[T],
+    ld: usize,
     window: &Window,
     y: usize,
     rx: usize,
@@ -338,7 +392,7 @@ fn phase_sums<T: Element>(
                 continue;
             }
             let start = (off + j_lo as isize) as usize;
-            let src = &col[(ki * kw + kj) * h * w + iy * w + start..][..j_hi - j_lo];
+            let src = &col[(ki * kw + kj) * ld + iy * w + start..][..j_hi - j_lo];
             for (a, &s) in acc[j_lo - jb..j_hi - jb].iter_mut().zip(src) {
                 *a += s;
             }
@@ -355,6 +409,12 @@ fn phase_sums<T: Element>(
 /// [`Error::BufferLength`](crate::Error::BufferLength) when a slice does not have exactly the
 /// size `channels` and `window` imply.
 pub fn im2col<T: Element>(planes: &[T], window: &Window, cols: &mut [T]) -> Result<()> {
+    let channels = planes.len() / window.big_plane()?.max(1);
+    check_len(
+        "cols",
+        mul("cols", &[channels, window.col_plane()?])?,
+        cols.len(),
+    )?;
     im2col_with(planes, window, cols, true)
 }
 
@@ -365,17 +425,26 @@ pub(crate) fn im2col_with<T: Element>(
     cols: &mut [T],
     parallel: bool,
 ) -> Result<()> {
-    im2col_band(planes, window, 0..window.small[0], cols, parallel)
+    let width = mul("columns", &[window.small[0], window.small[1]])?;
+    im2col_band(
+        planes,
+        window,
+        0..window.small[0],
+        cols,
+        ColLayout::alone(width),
+        parallel,
+    )
 }
 
-/// [`im2col`] restricted to the small-image rows `band`: `cols` holds, per channel, `kh*kw`
-/// rows of `band.len() * w` columns (the columns of those small rows only). The backward pass
-/// works band by band so that its columns stay in the core's cache.
+/// [`im2col`] restricted to the small-image rows `band`, into the image at `layout` of `cols`:
+/// per channel, `kh*kw` rows of `band.len() * w` columns (the columns of those small rows
+/// only). The backward pass works band by band so that its columns stay in the core's cache.
 pub(crate) fn im2col_band<T: Element>(
     planes: &[T],
     window: &Window,
     band: Range<usize>,
     cols: &mut [T],
+    layout: ColLayout,
     parallel: bool,
 ) -> Result<()> {
     let big_plane = window.big_plane()?;
@@ -399,15 +468,20 @@ pub(crate) fn im2col_band<T: Element>(
         return Ok(());
     }
     let channels = planes.len() / big_plane;
+    let taps = window.kernel[0] * window.kernel[1];
     check_len("planes", channels * big_plane, planes.len())?;
-    check_len("cols", mul("cols", &[channels, col_plane])?, cols.len())?;
-    let one = |(col, plane): (&mut [T], &[T])| im2col_plane(plane, window, band.clone(), col);
+    layout.check(channels * taps, band.len() * window.small[1], cols.len())?;
+    let (ld, offset) = (layout.ld, layout.offset);
+    let one = |(col, plane): (&mut [T], &[T])| {
+        im2col_plane(plane, window, band.clone(), &mut col[offset..], ld);
+    };
+    // Each channel's `taps` rows, `ld` apart (the last channel's may end early).
     if parallel {
-        cols.par_chunks_mut(col_plane)
+        cols.par_chunks_mut(taps * ld)
             .zip(planes.par_chunks(big_plane))
             .for_each(one);
     } else {
-        cols.chunks_mut(col_plane)
+        cols.chunks_mut(taps * ld)
             .zip(planes.chunks(big_plane))
             .for_each(one);
     }
@@ -415,8 +489,8 @@ pub(crate) fn im2col_band<T: Element>(
 }
 
 multiversion! {
-/// One channel of [`im2col_band`].
-fn im2col_plane<T: Element>(plane: &[T], window: &Window, band: Range<usize>, col: &mut [T]) {
+/// One channel of [`im2col_band`]: its `kh*kw` rows of `col`, `ld` apart.
+fn im2col_plane<T: Element>(plane: &[T], window: &Window, band: Range<usize>, col: &mut [T], ld: usize) {
     let out_w = window.big[1];
     let [kh, kw] = window.kernel;
     let w = window.small[1];
@@ -426,7 +500,7 @@ fn im2col_plane<T: Element>(plane: &[T], window: &Window, band: Range<usize>, co
         let (rows, y0) = window.valid(0, ki);
         for kj in 0..kw {
             let (xs, x0) = window.valid(1, kj);
-            let tap = &mut col[(ki * kw + kj) * tap_len..][..tap_len];
+            let tap = &mut col[(ki * kw + kj) * ld..][..tap_len];
             for iy in band.clone() {
                 let dst = &mut tap[(iy - band.start) * w..][..w];
                 if !rows.contains(&iy) || xs.is_empty() {

@@ -2,7 +2,7 @@
 //! and input gradients by im2col and two GEMMs (whole images or tiles), or the phase plan's
 //! adjoint.
 
-use super::forward::image_tasks;
+use super::forward::{gather_images, image_tasks};
 use super::memory;
 use super::plan::{Plan, Tile, even_parts};
 use super::{DeconvLayer, Mode};
@@ -13,7 +13,7 @@ use crate::config::Geometry;
 use crate::direct::DirectPlan;
 use crate::element::Element;
 use crate::error::{Error, Result, check_len, check_len_at_least};
-use crate::im2col::{im2col_band, im2col_with};
+use crate::im2col::{ColLayout, im2col_band, im2col_with};
 use crate::phase::PhasePlan;
 use crate::simd::multiversion;
 use crate::transpose::{skewed_ld, transpose};
@@ -96,7 +96,9 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
         // Everything the pass needs is reserved before anything changes: a failed
         // reservation leaves the layer as it was.
         self.plan.reserve_backward(&g)?;
-        let want = image_tasks(slot, g.batch(), workspace.len());
+        // Units of `m` images (one GEMM each for small images).
+        let m = self.plan.images_per_gemm();
+        let want = image_tasks(slot, g.batch().div_ceil(m), workspace.len());
         let tasks = self.reserve_gradient_tasks(want, workspace.len())?;
         self.last_forward = None;
         let ohw = g.out_area();
@@ -134,7 +136,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
                 packed_grad.fill(T::zero());
                 Some((&**plan, &packed[..], packed_grad))
             }
-            Plan::Columns { tiles: Some(t) } => {
+            Plan::Columns { tiles: Some(t), .. } => {
                 tiles = Some((t.tile, &t.weights_t[..]));
                 None
             }
@@ -142,7 +144,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
                 direct = Some(&**plan);
                 None
             }
-            Plan::Columns { tiles: None } => None,
+            Plan::Columns { tiles: None, .. } => None,
         };
         let (phases, packed_grad) = match packed_grad {
             Some((plan, packed, grad)) => (Some((plan, packed)), Some(grad)),
@@ -155,6 +157,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             phases,
             tiles,
             direct,
+            batched: m > 1,
             bn: self.bn.as_ref(),
         };
         if tasks > 1 {
@@ -163,7 +166,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             // threads (see `memory::gradient_tasks`), each task splits its images' work over
             // the rest.
             let inner_parallel = tasks < rayon::current_num_threads();
-            let per_task = g.batch().div_ceil(tasks);
+            let per_task = g.batch().div_ceil(m).div_ceil(tasks) * m;
             let tasks = g.batch().div_ceil(per_task);
             let dx_parts = match input_delta {
                 Some(dx) => Either::Left(dx.par_chunks_mut(per_task * g.inputs()).map(Some)),
@@ -179,12 +182,14 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
                 .enumerate()
                 .try_for_each(|(t, ((((dw, ws), x), delta), mut dx))| {
                     dw.fill(T::zero());
-                    let images = x.chunks(g.inputs()).zip(delta.chunks_mut(g.outputs()));
-                    for (i, (x, delta)) in images.enumerate() {
+                    let units = x
+                        .chunks(m * g.inputs())
+                        .zip(delta.chunks_mut(m * g.outputs()));
+                    for (i, (x, delta)) in units.enumerate() {
                         let dx = dx
                             .as_deref_mut()
-                            .map(|d| &mut d[i * g.inputs()..][..g.inputs()]);
-                        let b = t * per_task + i;
+                            .map(|d| &mut d[i * m * g.inputs()..][..x.len()]);
+                        let b = t * per_task + i * m;
                         image.run(b, x, delta, dx, dw, &mut ws[..slot], inner_parallel)?;
                     }
                     Ok::<(), Error>(())
@@ -213,12 +218,13 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             // One image at a time, each image's work split over the threads; the gradient
             // goes straight to weight_updates (or, for phases, to the packed buffer first).
             let mut each_image = |dw: &mut [T]| {
-                for b in 0..g.batch() {
-                    let x = &input[b * g.inputs()..][..g.inputs()];
-                    let delta = &mut delta[b * g.outputs()..][..g.outputs()];
+                for b in (0..g.batch()).step_by(m) {
+                    let k = m.min(g.batch() - b);
+                    let x = &input[b * g.inputs()..][..k * g.inputs()];
+                    let delta = &mut delta[b * g.outputs()..][..k * g.outputs()];
                     let dx = input_delta
                         .as_deref_mut()
-                        .map(|d| &mut d[b * g.inputs()..][..g.inputs()]);
+                        .map(|d| &mut d[b * g.inputs()..][..k * g.inputs()]);
                     // The direct plan spreads one image over every slot of the workspace.
                     let ws = match image.direct {
                         Some(_) => &mut workspace[..],
@@ -277,6 +283,8 @@ struct ImageBackward<'a, T, B> {
     phases: Option<(&'a PhasePlan, &'a [T])>,
     /// The direct plan, when the layer uses it.
     direct: Option<&'a DirectPlan>,
+    /// Whether the column plan batches images (its units hold several images).
+    batched: bool,
     /// The tile and the transposed weights, when the column backward goes by tiles.
     tiles: Option<(Tile, &'a [T])>,
     /// Batch norm, whose per-image half of the backward runs first on each image.
@@ -284,11 +292,114 @@ struct ImageBackward<'a, T, B> {
 }
 
 impl<T: Element, B: Gemm<T>> ImageBackward<'_, T, B> {
+    /// A unit of images from image `b` on (`x`, `delta` and `dx` holding one or more): through
+    /// one pair of GEMMs (per group) where the plan batches images, else one after the other.
+    /// `parallel` splits the work over rayon's threads (when units are not).
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        b: usize,
+        x: &[T],
+        delta: &mut [T],
+        mut dx: Option<&mut [T]>,
+        dw: &mut [T],
+        workspace: &mut [T],
+        parallel: bool,
+    ) -> Result<()> {
+        let g = self.geometry;
+        let k = x.len() / g.inputs();
+        if k > 1 && self.batched {
+            if let Some(bn) = self.bn {
+                for (i, delta) in delta.chunks_mut(g.outputs()).enumerate() {
+                    bn.backward_image(delta, b + i, g.out_area(), parallel);
+                }
+            }
+            return self.run_batched(x, delta, dx, dw, workspace, parallel);
+        }
+        let images = x.chunks(g.inputs()).zip(delta.chunks_mut(g.outputs()));
+        for (i, (x, delta)) in images.enumerate() {
+            let dx = dx
+                .as_deref_mut()
+                .map(|d| &mut d[i * g.inputs()..][..g.inputs()]);
+            self.run_one(b + i, x, delta, dx, dw, workspace, parallel)?;
+        }
+        Ok(())
+    }
+
+    /// The column plan's backward of `k` images at once (batch norm's per-image half done):
+    /// per group, their inputs gathered side by side (`cg x k*hw`) and the im2col of their
+    /// deltas side by side (`rows x k*hw`), then `dw += xb * cols^T` and `dxb = W * cols`, whose
+    /// blocks are added to each image's `dx`.
+    fn run_batched(
+        &self,
+        x: &[T],
+        delta: &[T],
+        mut dx: Option<&mut [T]>,
+        dw: &mut [T],
+        ws: &mut [T],
+        parallel: bool,
+    ) -> Result<()> {
+        let g = self.geometry;
+        let (cg, ng, hw, ohw, rows) = (
+            g.group_in(),
+            g.group_out(),
+            g.in_area(),
+            g.out_area(),
+            g.col_rows(),
+        );
+        let k = x.len() / g.inputs();
+        let width = k * hw;
+        let (cols, rest) = ws.split_at_mut(rows * width);
+        let xb = &mut rest[..cg * width];
+        let window = g.window();
+        for grp in 0..g.groups() {
+            for (i, delta) in delta.chunks(g.outputs()).enumerate() {
+                let planes = &delta[grp * ng * ohw..][..ng * ohw];
+                let layout = ColLayout {
+                    ld: width,
+                    offset: i * hw,
+                };
+                im2col_band(planes, &window, 0..g.in_h(), cols, layout, parallel)?;
+            }
+            gather_images(x, g.inputs(), grp * cg * hw, cg, hw, xb);
+            let wrange = grp * cg * rows..(grp + 1) * cg * rows;
+            // dw_g (cg x rows) += xb (cg x k*hw) * cols^T (k*hw x rows)
+            gemm_on(
+                self.backend,
+                parallel,
+                T::one(),
+                MatRef::new(xb, cg, width, width)?,
+                MatRef::new(cols, rows, width, width)?.t(),
+                T::one(),
+                MatMut::new(&mut dw[wrange.clone()], cg, rows, rows)?,
+            )?;
+            if let Some(dx) = dx.as_deref_mut() {
+                // xb (cg x k*hw) = W_g (cg x rows) * cols (rows x k*hw), then into each dx.
+                gemm_on(
+                    self.backend,
+                    parallel,
+                    T::one(),
+                    MatRef::new(&self.weights[wrange], cg, rows, rows)?,
+                    MatRef::new(cols, rows, width, width)?,
+                    T::zero(),
+                    MatMut::new(xb, cg, width, width)?,
+                )?;
+                for (i, dx) in dx.chunks_mut(g.inputs()).enumerate() {
+                    let planes = dx[grp * cg * hw..][..cg * hw].chunks_mut(hw);
+                    for (plane, row) in planes.zip(xb.chunks(width)) {
+                        add_assign(plane, &row[i * hw..][..hw]);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Image `b`: first batch norm's per-image backward on its `delta`, if any, then
     /// `dw += x * cols^T` (or the phase plan's packed equivalent) and `dx += W * cols`;
     /// `parallel` splits the work over rayon's threads (when images are not).
     #[allow(clippy::too_many_arguments)]
-    fn run(
+    fn run_one(
         &self,
         b: usize,
         x: &[T],
@@ -412,7 +523,8 @@ impl<T: Element, B: Gemm<T>> ImageBackward<'_, T, B> {
                     let (r0, rn) = (f0 * taps, (f1 - f0) * taps);
                     let cols = &mut cols[..rn * p];
                     let planes = &delta[f0 * ohw..f1 * ohw];
-                    im2col_band(planes, &window, band.clone(), cols, parallel)?;
+                    let layout = ColLayout::alone(p);
+                    im2col_band(planes, &window, band.clone(), cols, layout, parallel)?;
                     transpose(cols, rn, p, p, cols_t, ld_ct);
                     // dw_g[:, r0..r0 + rn] (cg x rn) += x_band (cg x p) * cols^T (p x rn)
                     gemm_on(

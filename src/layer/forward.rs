@@ -9,7 +9,7 @@ use crate::batchnorm::Synced;
 use crate::config::Geometry;
 use crate::element::Element;
 use crate::error::{Error, Result, check_len, check_len_at_least};
-use crate::im2col::col2im_then;
+use crate::im2col::{ColLayout, col2im_then};
 use rayon::iter::Either;
 use rayon::prelude::*;
 
@@ -115,13 +115,15 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             epilogue,
         };
         let per_image = if stats.is_empty() { 0 } else { g.filters() };
-        let tasks = image_tasks(slot, g.batch(), workspace.len());
+        // Units of `m` images (one GEMM each for small images).
+        let m = self.plan.images_per_gemm();
+        let tasks = image_tasks(slot, g.batch().div_ceil(m), workspace.len());
         if tasks > 1 {
             // Images over threads, each with its own part of the workspace and serial kernels;
             // with fewer slots than threads (see `memory::workspace_slots`), each task splits
             // its images' work over the rest.
             let inner_parallel = tasks < rayon::current_num_threads();
-            let per_task = g.batch().div_ceil(tasks);
+            let per_task = g.batch().div_ceil(m).div_ceil(tasks) * m;
             let stats_parts = if per_image == 0 {
                 Either::Left((0..tasks).into_par_iter().map(|_| &mut [][..]))
             } else {
@@ -133,22 +135,26 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
                 .zip(workspace.par_chunks_mut(slot))
                 .zip(stats_parts)
                 .try_for_each(|(((out, x), cols), stats)| {
-                    let images = out.chunks_mut(g.outputs()).zip(x.chunks(g.inputs()));
-                    images.enumerate().try_for_each(|(i, (out, x))| {
+                    let units = out
+                        .chunks_mut(m * g.outputs())
+                        .zip(x.chunks(m * g.inputs()));
+                    units.enumerate().try_for_each(|(i, (out, x))| {
+                        let k = x.len() / g.inputs();
                         let s = stats
-                            .get_mut(i * per_image..(i + 1) * per_image)
+                            .get_mut(i * m * per_image..i * m * per_image + k * per_image)
                             .unwrap_or_default();
                         image.run(x, out, &mut cols[..slot], inner_parallel, s)
                     })
                 })?;
         } else {
-            let images = self
+            let units = self
                 .output
-                .chunks_mut(g.outputs())
-                .zip(input.chunks(g.inputs()));
-            for (i, (out, x)) in images.enumerate() {
+                .chunks_mut(m * g.outputs())
+                .zip(input.chunks(m * g.inputs()));
+            for (i, (out, x)) in units.enumerate() {
+                let k = x.len() / g.inputs();
                 let s = stats
-                    .get_mut(i * per_image..(i + 1) * per_image)
+                    .get_mut(i * m * per_image..i * m * per_image + k * per_image)
                     .unwrap_or_default();
                 // The direct plan spreads one image over every slot of the workspace.
                 let ws = match self.plan {
@@ -166,10 +172,11 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
     }
 }
 
-/// How many images to run at once: one per workspace slot and thread, at most the batch.
-pub(super) fn image_tasks(slot: usize, batch: usize, workspace_len: usize) -> usize {
+/// How many units of images (one image, or the images of one GEMM) to run at once: one per
+/// workspace slot and thread, at most `units`.
+pub(super) fn image_tasks(slot: usize, units: usize, workspace_len: usize) -> usize {
     (workspace_len / slot.max(1))
-        .min(batch)
+        .min(units)
         .min(rayon::current_num_threads())
         .max(1)
 }
@@ -192,9 +199,111 @@ fn plane_stats<T: Element>(plane: &[T]) -> (T, T) {
 }
 
 impl<T: Element, B: Gemm<T>> ImageForward<'_, T, B> {
-    /// `parallel`: split the GEMM and col2im over rayon's threads (when images are not).
-    /// `stats` is empty or has one entry per filter, to be filled.
+    /// A unit of images, `x` and `out` holding one or more: through one GEMM (per group) where
+    /// the plan batches images, else one after the other. `parallel`: split the GEMM and col2im
+    /// over rayon's threads (when units are not). `stats` is empty or has one entry per filter
+    /// and image, to be filled.
     fn run(
+        &self,
+        x: &[T],
+        out: &mut [T],
+        cols: &mut [T],
+        parallel: bool,
+        stats: &mut [(T, T)],
+    ) -> Result<()> {
+        let g = self.geometry;
+        let k = x.len() / g.inputs();
+        if k > 1 && self.plan.images_per_gemm() > 1 {
+            return self.run_batched(x, out, cols, parallel, stats);
+        }
+        let per_image = if stats.is_empty() { 0 } else { g.filters() };
+        let images = x.chunks(g.inputs()).zip(out.chunks_mut(g.outputs()));
+        for (i, (x, out)) in images.enumerate() {
+            let s = stats
+                .get_mut(i * per_image..(i + 1) * per_image)
+                .unwrap_or_default();
+            self.run_one(x, out, cols, parallel, s)?;
+        }
+        Ok(())
+    }
+
+    /// The column plan on `k` images at once: per group, their inputs gathered side by side
+    /// (`cg x k*hw`) and one GEMM into their columns side by side (`rows x k*hw`), then each
+    /// image's col2im from its block of columns.
+    fn run_batched(
+        &self,
+        x: &[T],
+        out: &mut [T],
+        ws: &mut [T],
+        parallel: bool,
+        stats: &mut [(T, T)],
+    ) -> Result<()> {
+        let g = self.geometry;
+        let (cg, ng, hw, ohw, rows) = (
+            g.group_in(),
+            g.group_out(),
+            g.in_area(),
+            g.out_area(),
+            g.col_rows(),
+        );
+        let k = x.len() / g.inputs();
+        let width = k * hw;
+        let (cols, rest) = ws.split_at_mut(rows * width);
+        let xb = &mut rest[..cg * width];
+        let window = g.window();
+        let per_image = if stats.is_empty() { 0 } else { g.filters() };
+        for grp in 0..g.groups() {
+            gather_images(x, g.inputs(), grp * cg * hw, cg, hw, xb);
+            let w = &self.weights[grp * cg * rows..][..cg * rows];
+            // cols (rows x k*hw) = W_g^T (rows x cg) * xb (cg x k*hw)
+            let (a, b) = (
+                MatRef::new(w, cg, rows, rows)?.t(),
+                MatRef::new(xb, cg, width, width)?,
+            );
+            let c = MatMut::new(cols, rows, width, width)?;
+            gemm_on(self.backend, parallel, T::one(), a, b, T::zero(), c)?;
+            for (i, out) in out.chunks_mut(g.outputs()).enumerate() {
+                let out = &mut out[grp * ng * ohw..][..ng * ohw];
+                let layout = ColLayout {
+                    ld: width,
+                    offset: i * hw,
+                };
+                if per_image == 0 {
+                    let mut none = vec![(); ng]; // zero-sized: no allocation
+                    col2im_then(
+                        cols,
+                        layout,
+                        &window,
+                        out,
+                        parallel,
+                        &mut none,
+                        |ch, plane, _| {
+                            if let Some(epilogue) = &self.epilogue {
+                                epilogue.apply(grp * ng + ch, plane);
+                            }
+                        },
+                    )?;
+                } else {
+                    let stats = &mut stats[i * per_image + grp * ng..][..ng];
+                    col2im_then(
+                        cols,
+                        layout,
+                        &window,
+                        out,
+                        parallel,
+                        stats,
+                        |_, plane, s| {
+                            *s = plane_stats(plane);
+                        },
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One image: `stats` is empty or has one entry per filter, to be filled.
+    fn run_one(
         &self,
         x: &[T],
         out: &mut [T],
@@ -220,6 +329,8 @@ impl<T: Element, B: Gemm<T>> ImageForward<'_, T, B> {
         let g = self.geometry;
         let (cg, ng, hw, rows) = (g.group_in(), g.group_out(), g.in_area(), g.col_rows());
         let window = g.window();
+        let layout = ColLayout::alone(hw);
+        let cols = &mut cols[..rows * hw];
         // One GEMM for all filters, also where the backward goes by filter blocks: blocks that
         // keep the columns in cache until col2im measured 1% slower on S1.
         for grp in 0..g.groups() {
@@ -235,18 +346,53 @@ impl<T: Element, B: Gemm<T>> ImageForward<'_, T, B> {
             let out = &mut out[grp * ng * ohw..][..ng * ohw];
             if stats.is_empty() {
                 let mut none = vec![(); ng]; // zero-sized: no allocation
-                col2im_then(cols, &window, out, parallel, &mut none, |ch, plane, _| {
-                    if let Some(epilogue) = &self.epilogue {
-                        epilogue.apply(grp * ng + ch, plane);
-                    }
-                })?;
+                col2im_then(
+                    cols,
+                    layout,
+                    &window,
+                    out,
+                    parallel,
+                    &mut none,
+                    |ch, plane, _| {
+                        if let Some(epilogue) = &self.epilogue {
+                            epilogue.apply(grp * ng + ch, plane);
+                        }
+                    },
+                )?;
             } else {
                 let stats = &mut stats[grp * ng..][..ng];
-                col2im_then(cols, &window, out, parallel, stats, |_, plane, s| {
-                    *s = plane_stats(plane);
-                })?;
+                col2im_then(
+                    cols,
+                    layout,
+                    &window,
+                    out,
+                    parallel,
+                    stats,
+                    |_, plane, s| {
+                        *s = plane_stats(plane);
+                    },
+                )?;
             }
         }
         Ok(())
+    }
+}
+
+/// Gathers channels `first..first + channels` (planes of `hw`, at element `first_at` of each
+/// image) of the images in `x` (`inputs` apart) side by side: `xb[c][i * hw + p]`.
+pub(super) fn gather_images<T: Element>(
+    x: &[T],
+    inputs: usize,
+    first_at: usize,
+    channels: usize,
+    hw: usize,
+    xb: &mut [T],
+) {
+    let width = x.len() / inputs * hw;
+    for (i, image) in x.chunks(inputs).enumerate() {
+        let planes = image[first_at..][..channels * hw].chunks(hw);
+        for (row, plane) in xb.chunks_mut(width).zip(planes) {
+            row[i * hw..][..hw].copy_from_slice(plane);
+        }
     }
 }

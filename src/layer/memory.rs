@@ -63,7 +63,7 @@ pub(super) fn sized_workspace<T: Element>(
     // The direct plan can spread one image's planes over slots too.
     let units = match plan {
         Plan::Direct { .. } => g.batch().saturating_mul(g.filters().max(g.in_channels())),
-        _ => g.batch(),
+        _ => g.batch().div_ceil(plan.images_per_gemm()),
     };
     let slots = workspace_slots(units, rayon::current_num_threads(), slot, base);
     let elements = elements_at_construction(config, g, plan, slots);
@@ -106,7 +106,7 @@ pub(super) fn held_elements<T: Element, B: Gemm<T>>(layer: &DeconvLayer<T, B>) -
     let mut held = layer.weights.len() + layer.biases.len() + layer.output.len();
     held += layer.workspace.len();
     held += match &layer.plan {
-        Plan::Columns { tiles } => tiles.as_ref().map_or(0, |t| t.weights_t.len()),
+        Plan::Columns { tiles, .. } => tiles.as_ref().map_or(0, |t| t.weights_t.len()),
         Plan::Direct { .. } => 0,
         Plan::Phases {
             packed,

@@ -26,6 +26,7 @@ where
     let g = *layer.geometry();
     layer.plan = Plan::Columns {
         tiles: tile.map(|tile| Tiles::new(tile)),
+        images: 1,
     };
     let weights = whole(g.weight_count(), 1);
     layer.weights_mut().copy_from_slice(&weights);
@@ -242,6 +243,7 @@ fn derived_weights_follow_every_change() {
             assert!(tile.fits::<f64>(&g));
             layer.plan = Plan::Columns {
                 tiles: Some(Tiles::new(tile)),
+                images: 1,
             };
         }
         layer
