@@ -4,6 +4,7 @@
 use std::ffi::c_char;
 
 use super::buffers::Range;
+use super::precision::Real;
 use super::status::{Fail, Res};
 use crate::error::Error;
 
@@ -18,11 +19,11 @@ pub(super) fn check_out<T>(name: &str, ptr: *mut T) -> Res<()> {
     }
 }
 
-/// Checks a buffer argument of `len` floats at `ptr` against the `expected` length (exactly,
+/// Checks a buffer argument of `len` elements at `ptr` against the `expected` length (exactly,
 /// or at least with `at_least`), and that it overlaps none of `others`.
-pub(super) fn check_buffer(
+pub(super) fn check_buffer<T: Real>(
     name: &'static str,
-    ptr: *const f32,
+    ptr: *const T,
     len: usize,
     expected: usize,
     at_least: bool,
@@ -32,7 +33,10 @@ pub(super) fn check_buffer(
         return Err(Fail::null(name));
     }
     if !ptr.is_aligned() {
-        return Err(Fail::param(format!("`{name}` is not aligned for float")));
+        return Err(Fail::param(format!(
+            "`{name}` is not aligned for {}",
+            T::C_NAME
+        )));
     }
     if len != expected && !(at_least && len > expected) {
         return Err(Error::BufferLength {
@@ -42,16 +46,16 @@ pub(super) fn check_buffer(
         }
         .into());
     }
-    if len > isize::MAX as usize / size_of::<f32>() {
+    if len > isize::MAX as usize / size_of::<T>() {
         return Err(Error::Overflow {
             what: "buffer size in bytes",
         }
         .into());
     }
     let start = ptr as usize;
-    let end = start + len * size_of::<f32>();
-    for &(other, p, n) in others {
-        let (s, e) = (p as usize, p as usize + n * size_of::<f32>());
+    let end = start + len * size_of::<T>();
+    for &(other, s, bytes) in others {
+        let e = s.saturating_add(bytes);
         if start < e && s < end {
             return Err(Fail::param(format!(
                 "`{name}` overlaps {other}; pass a separate buffer"
@@ -62,7 +66,7 @@ pub(super) fn check_buffer(
 }
 
 /// Checks a byte buffer argument: not null, `len` bytes (exactly `expected` if given), and
-/// overlapping none of `others` (float buffers).
+/// overlapping none of `others`.
 pub(super) fn check_bytes(
     name: &'static str,
     ptr: *const u8,
@@ -88,8 +92,8 @@ pub(super) fn check_bytes(
         .into());
     }
     let (start, end) = (ptr as usize, ptr as usize + len);
-    for &(other, p, n) in others {
-        let (s, e) = (p as usize, p as usize + n * size_of::<f32>());
+    for &(other, s, bytes) in others {
+        let e = s.saturating_add(bytes);
         if start < e && s < end {
             return Err(Fail::param(format!(
                 "`{name}` overlaps {other}; pass a separate buffer"

@@ -2,9 +2,9 @@
 
 use std::ffi::c_int;
 
-use super::Layer;
 use super::args::{check_buffer, check_out};
 use super::layer::{Vouched, deconv_layer, with_layer, with_layer_ref};
+use super::precision::{AnyLayer, LayerOf, Real, each_layer};
 use super::status::{Fail, Res, deconv_status};
 use crate::layer::Params;
 
@@ -124,7 +124,7 @@ impl deconv_buffer {
     }
 
     /// The buffer of `layer`, or why it has none.
-    pub(super) fn get(self, layer: &Layer) -> Res<&[f32]> {
+    pub(super) fn get<T: Real>(self, layer: &LayerOf<T>) -> Res<&[T]> {
         let found = match self {
             DECONV_BUFFER_WEIGHTS => Some(layer.weights()),
             DECONV_BUFFER_WEIGHT_UPDATES => Some(layer.weight_updates()),
@@ -150,7 +150,7 @@ impl deconv_buffer {
     }
 
     /// The buffer of `layer`, writable, or why it has none.
-    pub(super) fn get_mut(self, layer: &mut Layer) -> Res<&mut [f32]> {
+    pub(super) fn get_mut<T: Real>(self, layer: &mut LayerOf<T>) -> Res<&mut [T]> {
         let found = match self {
             DECONV_BUFFER_WEIGHTS => Some(layer.weights_mut()),
             DECONV_BUFFER_WEIGHT_UPDATES => Some(layer.weight_updates_mut()),
@@ -184,8 +184,9 @@ impl deconv_buffer {
         Fail::state(format!("buffer `{}` exists only in {needs}", self.name()))
     }
 }
-/// A buffer's name, start and length in floats, for the overlap checks.
-pub(super) type Range = (&'static str, *const f32, usize);
+
+/// A buffer's name, start address and length in bytes, for the overlap checks.
+pub(super) type Range = (&'static str, usize, usize);
 
 /// Address ranges for the overlap checks, without allocating (forward and backward do not
 /// allocate, through the C API either): the layer's buffers plus at most three arguments.
@@ -196,21 +197,27 @@ pub(super) struct Ranges {
 
 impl Ranges {
     /// Every buffer of `layer`.
-    pub(super) fn of(layer: &Layer) -> Self {
+    pub(super) fn of<T: Real>(layer: &LayerOf<T>) -> Self {
         let mut r = Ranges {
-            items: [("", std::ptr::null(), 0); deconv_buffer::ALL.len() + 3],
+            items: [("", 0, 0); deconv_buffer::ALL.len() + 3],
             len: 0,
         };
         for b in deconv_buffer::ALL {
             if let Ok(s) = b.get(layer) {
-                r.push((b.name(), s.as_ptr(), s.len()));
+                r.push(b.name(), s.as_ptr(), s.len());
             }
         }
         r
     }
 
-    pub(super) fn push(&mut self, range: Range) {
-        self.items[self.len] = range;
+    /// Every buffer of `layer`, of either precision.
+    pub(super) fn of_any(layer: &AnyLayer) -> Self {
+        each_layer!(layer, l => Ranges::of(l))
+    }
+
+    /// Adds `len` elements at `ptr`, named `name`.
+    pub(super) fn push<T>(&mut self, name: &'static str, ptr: *const T, len: usize) {
+        self.items[self.len] = (name, ptr as usize, len.saturating_mul(size_of::<T>()));
         self.len += 1;
     }
 }
@@ -244,10 +251,38 @@ pub unsafe extern "C" fn deconv_layer_buffer(
     data: *mut *const f32,
     len: *mut usize,
 ) -> deconv_status {
-    // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (this
-    // function's contract).
+    // SAFETY: this function's contract.
+    unsafe { buffer("deconv_layer_buffer", layer, which, data, len) }
+}
+
+/// `deconv_layer_buffer` of a `double` layer.
+///
+/// # Safety
+/// As `deconv_layer_buffer`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn deconv_layer_buffer_f64(
+    layer: *const deconv_layer,
+    which: c_int,
+    data: *mut *const f64,
+    len: *mut usize,
+) -> deconv_status {
+    // SAFETY: this function's contract.
+    unsafe { buffer("deconv_layer_buffer_f64", layer, which, data, len) }
+}
+
+/// # Safety
+/// As `deconv_layer_buffer`.
+unsafe fn buffer<T: Real>(
+    func: &str,
+    layer: *const deconv_layer,
+    which: c_int,
+    data: *mut *const T,
+    len: *mut usize,
+) -> deconv_status {
+    // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (the
+    // caller's contract).
     let layer = unsafe { Vouched::new(layer) };
-    with_layer_ref("deconv_layer_buffer", layer, |l| {
+    with_layer_ref::<T>(func, layer, |l| {
         check_out("data", data)?;
         check_out("len", len)?;
         let buffer = deconv_buffer::from_code(which)?.get(l)?;
@@ -276,10 +311,38 @@ pub unsafe extern "C" fn deconv_layer_buffer_mut(
     data: *mut *mut f32,
     len: *mut usize,
 ) -> deconv_status {
-    // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (this
-    // function's contract).
+    // SAFETY: this function's contract.
+    unsafe { buffer_mut("deconv_layer_buffer_mut", layer, which, data, len) }
+}
+
+/// `deconv_layer_buffer_mut` of a `double` layer.
+///
+/// # Safety
+/// As `deconv_layer_buffer_mut`, with doubles.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn deconv_layer_buffer_mut_f64(
+    layer: *mut deconv_layer,
+    which: c_int,
+    data: *mut *mut f64,
+    len: *mut usize,
+) -> deconv_status {
+    // SAFETY: this function's contract.
+    unsafe { buffer_mut("deconv_layer_buffer_mut_f64", layer, which, data, len) }
+}
+
+/// # Safety
+/// As `deconv_layer_buffer_mut`.
+unsafe fn buffer_mut<T: Real>(
+    func: &str,
+    layer: *mut deconv_layer,
+    which: c_int,
+    data: *mut *mut T,
+    len: *mut usize,
+) -> deconv_status {
+    // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (the
+    // caller's contract).
     let layer = unsafe { Vouched::new(layer) };
-    with_layer("deconv_layer_buffer_mut", layer, |l| {
+    with_layer::<T>(func, layer, |l| {
         check_out("data", data)?;
         check_out("len", len)?;
         let buffer = deconv_buffer::from_code(which)?.get_mut(l)?;
@@ -304,7 +367,37 @@ pub unsafe extern "C" fn deconv_layer_output(
     len: *mut usize,
 ) -> deconv_status {
     // SAFETY: the same contract as this function's.
-    unsafe { deconv_layer_buffer(layer, DECONV_BUFFER_OUTPUT as c_int, data, len) }
+    unsafe {
+        buffer(
+            "deconv_layer_output",
+            layer,
+            DECONV_BUFFER_OUTPUT as c_int,
+            data,
+            len,
+        )
+    }
+}
+
+/// `deconv_layer_output` of a `double` layer.
+///
+/// # Safety
+/// As `deconv_layer_buffer`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn deconv_layer_output_f64(
+    layer: *const deconv_layer,
+    data: *mut *const f64,
+    len: *mut usize,
+) -> deconv_status {
+    // SAFETY: the same contract as this function's.
+    unsafe {
+        buffer(
+            "deconv_layer_output_f64",
+            layer,
+            DECONV_BUFFER_OUTPUT as c_int,
+            data,
+            len,
+        )
+    }
 }
 
 /// The delta (`-dLoss/dOutput`), writable, to fill before backward: `deconv_layer_buffer_mut`
@@ -319,7 +412,37 @@ pub unsafe extern "C" fn deconv_layer_delta(
     len: *mut usize,
 ) -> deconv_status {
     // SAFETY: the same contract as this function's.
-    unsafe { deconv_layer_buffer_mut(layer, DECONV_BUFFER_DELTA as c_int, data, len) }
+    unsafe {
+        buffer_mut(
+            "deconv_layer_delta",
+            layer,
+            DECONV_BUFFER_DELTA as c_int,
+            data,
+            len,
+        )
+    }
+}
+
+/// `deconv_layer_delta` of a `double` layer.
+///
+/// # Safety
+/// As `deconv_layer_buffer_mut`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn deconv_layer_delta_f64(
+    layer: *mut deconv_layer,
+    data: *mut *mut f64,
+    len: *mut usize,
+) -> deconv_status {
+    // SAFETY: the same contract as this function's.
+    unsafe {
+        buffer_mut(
+            "deconv_layer_delta_f64",
+            layer,
+            DECONV_BUFFER_DELTA as c_int,
+            data,
+            len,
+        )
+    }
 }
 
 /// Copies the layer's buffer `which` (a `deconv_buffer` code) into `dst`, which must hold
@@ -335,14 +458,42 @@ pub unsafe extern "C" fn deconv_layer_get(
     dst: *mut f32,
     len: usize,
 ) -> deconv_status {
-    // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (this
-    // function's contract).
+    // SAFETY: this function's contract.
+    unsafe { get("deconv_layer_get", layer, which, dst, len) }
+}
+
+/// `deconv_layer_get` of a `double` layer.
+///
+/// # Safety
+/// As `deconv_layer_get`, with `len` doubles.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn deconv_layer_get_f64(
+    layer: *const deconv_layer,
+    which: c_int,
+    dst: *mut f64,
+    len: usize,
+) -> deconv_status {
+    // SAFETY: this function's contract.
+    unsafe { get("deconv_layer_get_f64", layer, which, dst, len) }
+}
+
+/// # Safety
+/// As `deconv_layer_get`.
+unsafe fn get<T: Real>(
+    func: &str,
+    layer: *const deconv_layer,
+    which: c_int,
+    dst: *mut T,
+    len: usize,
+) -> deconv_status {
+    // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (the
+    // caller's contract).
     let layer = unsafe { Vouched::new(layer) };
-    with_layer_ref("deconv_layer_get", layer, |l| {
+    with_layer_ref::<T>(func, layer, |l| {
         let which = deconv_buffer::from_code(which)?;
         let src = which.get(l)?;
         check_buffer("dst", dst, len, src.len(), false, &Ranges::of(l))?;
-        // SAFETY: `dst` is non-null, aligned, `len` floats long by the caller's contract,
+        // SAFETY: `dst` is non-null, aligned, `len` elements long by the caller's contract,
         // and does not overlap the layer's buffers (checked), so nothing else aliases it.
         let dst = unsafe { std::slice::from_raw_parts_mut(dst, len) };
         dst.copy_from_slice(src);
@@ -363,14 +514,42 @@ pub unsafe extern "C" fn deconv_layer_set(
     src: *const f32,
     len: usize,
 ) -> deconv_status {
-    // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (this
-    // function's contract).
+    // SAFETY: this function's contract.
+    unsafe { set("deconv_layer_set", layer, which, src, len) }
+}
+
+/// `deconv_layer_set` of a `double` layer.
+///
+/// # Safety
+/// As `deconv_layer_set`, with `len` doubles.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn deconv_layer_set_f64(
+    layer: *mut deconv_layer,
+    which: c_int,
+    src: *const f64,
+    len: usize,
+) -> deconv_status {
+    // SAFETY: this function's contract.
+    unsafe { set("deconv_layer_set_f64", layer, which, src, len) }
+}
+
+/// # Safety
+/// As `deconv_layer_set`.
+unsafe fn set<T: Real>(
+    func: &str,
+    layer: *mut deconv_layer,
+    which: c_int,
+    src: *const T,
+    len: usize,
+) -> deconv_status {
+    // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (the
+    // caller's contract).
     let layer = unsafe { Vouched::new(layer) };
-    with_layer("deconv_layer_set", layer, |l| {
+    with_layer::<T>(func, layer, |l| {
         let which = deconv_buffer::from_code(which)?;
         let expected = which.get(l)?.len();
         check_buffer("src", src, len, expected, false, &Ranges::of(l))?;
-        // SAFETY: `src` is non-null, aligned, `len` floats long by the caller's contract,
+        // SAFETY: `src` is non-null, aligned, `len` elements long by the caller's contract,
         // and does not overlap the layer's buffers (checked), so the layer's `&mut` below
         // does not alias it.
         let src = unsafe { std::slice::from_raw_parts(src, len) };

@@ -4,6 +4,7 @@
 use std::ffi::c_int;
 
 use super::args::check_out;
+use super::precision::Real;
 use super::status::{Fail, Res, deconv_status, run};
 use crate::activation::Activation;
 use crate::backend::{AnyBackend, Gemm};
@@ -238,26 +239,80 @@ pub struct deconv_update_args {
     pub epsilon: f32,
 }
 
-impl deconv_update_args {
-    pub(super) fn to_rust(self) -> Res<UpdateArgs<f32>> {
-        let optimizer = match self.optimizer {
-            c if c == deconv_optimizer::DECONV_OPTIMIZER_SGD as c_int => Optimizer::Sgd,
-            c if c == deconv_optimizer::DECONV_OPTIMIZER_ADAM as c_int => Optimizer::Adam {
-                beta1: self.beta1,
-                beta2: self.beta2,
-                epsilon: self.epsilon,
-            },
-            c => return Err(Fail::code("optimizer", c)),
-        };
-        Ok(UpdateArgs {
-            learning_rate: self.learning_rate,
-            momentum: self.momentum,
-            decay: self.decay,
-            batch: self.batch,
-            optimizer,
-        })
-    }
+/// `deconv_update_args` in `double`, for `deconv_layer_update_f64`; fill with
+/// `deconv_update_args_sgd_f64()` or `deconv_update_args_adam_f64()`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct deconv_update_args_f64 {
+    /// Learning rate (multiplied by the layer's learning-rate scale, default 1).
+    pub learning_rate: f64,
+    /// Momentum (SGD only).
+    pub momentum: f64,
+    /// Weight decay (weights only).
+    pub decay: f64,
+    /// Images the accumulated gradients are summed over (Darknet `batch * subdivisions`), >= 1.
+    pub batch: usize,
+    /// A `deconv_optimizer` code.
+    pub optimizer: c_int,
+    /// Adam's first-moment decay (Darknet `B1`, default .9).
+    pub beta1: f64,
+    /// Adam's second-moment decay (Darknet `B2`, default .999).
+    pub beta2: f64,
+    /// Adam's epsilon (Darknet `eps`, default 1e-7).
+    pub epsilon: f64,
 }
+
+/// The update arguments of a precision: `deconv_update_args` or `deconv_update_args_f64`.
+pub(super) trait UpdateArgsOf: Copy {
+    /// The element type.
+    type T: Real;
+    /// The struct with these values.
+    fn new(learning_rate: Self::T, momentum: Self::T, decay: Self::T, batch: usize) -> Self;
+    /// As [`UpdateArgs`], or an unknown optimizer code.
+    fn to_rust(self) -> Res<UpdateArgs<Self::T>>;
+}
+
+/// The same fields in both structs: one body for both.
+macro_rules! update_args_of {
+    ($args:ty, $t:ty) => {
+        impl UpdateArgsOf for $args {
+            type T = $t;
+            fn new(learning_rate: $t, momentum: $t, decay: $t, batch: usize) -> Self {
+                // SGD, with Darknet's Adam defaults (`Optimizer::adam`) in the Adam fields.
+                Self {
+                    learning_rate,
+                    momentum,
+                    decay,
+                    batch,
+                    optimizer: deconv_optimizer::DECONV_OPTIMIZER_SGD as c_int,
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    epsilon: 1e-7,
+                }
+            }
+            fn to_rust(self) -> Res<UpdateArgs<$t>> {
+                let optimizer = match self.optimizer {
+                    c if c == deconv_optimizer::DECONV_OPTIMIZER_SGD as c_int => Optimizer::Sgd,
+                    c if c == deconv_optimizer::DECONV_OPTIMIZER_ADAM as c_int => Optimizer::Adam {
+                        beta1: self.beta1,
+                        beta2: self.beta2,
+                        epsilon: self.epsilon,
+                    },
+                    c => return Err(Fail::code("optimizer", c)),
+                };
+                Ok(UpdateArgs {
+                    learning_rate: self.learning_rate,
+                    momentum: self.momentum,
+                    decay: self.decay,
+                    batch: self.batch,
+                    optimizer,
+                })
+            }
+        }
+    };
+}
+update_args_of!(deconv_update_args, f32);
+update_args_of!(deconv_update_args_f64, f64);
 
 pub(super) fn mode_from_code(mode: c_int) -> Res<Mode> {
     match mode {
@@ -348,22 +403,26 @@ pub unsafe extern "C" fn deconv_update_args_sgd(
     decay: f32,
     batch: usize,
 ) -> deconv_status {
-    run("deconv_update_args_sgd", || {
-        check_out("args", args)?;
-        let value = deconv_update_args {
-            learning_rate,
-            momentum,
-            decay,
-            batch,
-            optimizer: deconv_optimizer::DECONV_OPTIMIZER_SGD as c_int,
-            beta1: 0.9,
-            beta2: 0.999,
-            epsilon: 1e-7,
-        };
-        // SAFETY: checked non-null and aligned; the caller guarantees it is writable.
-        unsafe { args.write(value) };
-        Ok(())
-    })
+    let value = deconv_update_args::new(learning_rate, momentum, decay, batch);
+    // SAFETY: this function's contract.
+    unsafe { fill("deconv_update_args_sgd", args, value) }
+}
+
+/// `deconv_update_args_sgd` for a `double` layer.
+///
+/// # Safety
+/// `args` must be `NULL` (an error) or valid for writing a `deconv_update_args_f64`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn deconv_update_args_sgd_f64(
+    args: *mut deconv_update_args_f64,
+    learning_rate: f64,
+    momentum: f64,
+    decay: f64,
+    batch: usize,
+) -> deconv_status {
+    let value = deconv_update_args_f64::new(learning_rate, momentum, decay, batch);
+    // SAFETY: this function's contract.
+    unsafe { fill("deconv_update_args_sgd_f64", args, value) }
 }
 
 /// Sets `*args` to Adam arguments with Darknet's defaults (`beta1` .9, `beta2` .999, `epsilon`
@@ -378,18 +437,36 @@ pub unsafe extern "C" fn deconv_update_args_adam(
     decay: f32,
     batch: usize,
 ) -> deconv_status {
-    run("deconv_update_args_adam", || {
+    let mut value = deconv_update_args::new(learning_rate, 0.0, decay, batch);
+    value.optimizer = deconv_optimizer::DECONV_OPTIMIZER_ADAM as c_int;
+    // SAFETY: this function's contract.
+    unsafe { fill("deconv_update_args_adam", args, value) }
+}
+
+/// `deconv_update_args_adam` for a `double` layer.
+///
+/// # Safety
+/// `args` must be `NULL` (an error) or valid for writing a `deconv_update_args_f64`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn deconv_update_args_adam_f64(
+    args: *mut deconv_update_args_f64,
+    learning_rate: f64,
+    decay: f64,
+    batch: usize,
+) -> deconv_status {
+    let mut value = deconv_update_args_f64::new(learning_rate, 0.0, decay, batch);
+    value.optimizer = deconv_optimizer::DECONV_OPTIMIZER_ADAM as c_int;
+    // SAFETY: this function's contract.
+    unsafe { fill("deconv_update_args_adam_f64", args, value) }
+}
+
+/// Writes `value` to the out-parameter `args`.
+///
+/// # Safety
+/// `args` is `NULL` or valid for writing an `A`.
+unsafe fn fill<A: UpdateArgsOf>(func: &str, args: *mut A, value: A) -> deconv_status {
+    run(func, || {
         check_out("args", args)?;
-        let value = deconv_update_args {
-            learning_rate,
-            momentum: 0.0,
-            decay,
-            batch,
-            optimizer: deconv_optimizer::DECONV_OPTIMIZER_ADAM as c_int,
-            beta1: 0.9,
-            beta2: 0.999,
-            epsilon: 1e-7,
-        };
         // SAFETY: checked non-null and aligned; the caller guarantees it is writable.
         unsafe { args.write(value) };
         Ok(())

@@ -5,7 +5,8 @@ use std::ffi::{c_char, c_int};
 use super::args::{check_bytes, check_out, path_arg};
 use super::buffers::Ranges;
 use super::config::deconv_config;
-use super::layer::{Vouched, deconv_layer, with_layer, with_layer_ref};
+use super::layer::{Vouched, deconv_layer, with_handle, with_handle_ref};
+use super::precision::each_layer;
 use super::status::{Fail, Res, deconv_status, run};
 use crate::config::InputShape;
 use crate::darknet::{
@@ -105,14 +106,14 @@ pub unsafe extern "C" fn deconv_layer_load_weights(
     // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (this
     // function's contract).
     let layer = unsafe { Vouched::new(layer) };
-    with_layer("deconv_layer_load_weights", layer, |l| {
+    with_handle("deconv_layer_load_weights", layer, |l| {
         // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
         let path = unsafe { path_arg("path", path) }?;
         if !header.is_null() {
             check_out("header", header)?;
         }
         let options = LoadOptions::new().reject_non_finite(reject_non_finite != 0);
-        let read = load_weights(l, path, &options)?;
+        let read = each_layer!(l, l => load_weights(l, path, &options))?;
         if !header.is_null() {
             // SAFETY: checked non-null and aligned; the caller guarantees it is writable.
             unsafe { header.write(deconv_weights_header::from_rust(&read)) };
@@ -140,12 +141,12 @@ pub unsafe extern "C" fn deconv_layer_save_weights(
     // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (this
     // function's contract).
     let layer = unsafe { Vouched::new(layer) };
-    with_layer_ref("deconv_layer_save_weights", layer, |l| {
+    with_handle_ref("deconv_layer_save_weights", layer, |l| {
         // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
         let path = unsafe { path_arg("path", path) }?;
         // SAFETY: `header` is NULL or readable (this function's contract).
         let header = unsafe { header_arg(header) }?;
-        save_weights(l, path, &header)?;
+        each_layer!(l, l => save_weights(l, path, &header))?;
         Ok(())
     })
 }
@@ -167,15 +168,14 @@ pub unsafe extern "C" fn deconv_layer_weights_byte_len(
     // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (this
     // function's contract).
     let layer = unsafe { Vouched::new(layer) };
-    with_layer_ref("deconv_layer_weights_byte_len", layer, |l| {
+    with_handle_ref("deconv_layer_weights_byte_len", layer, |l| {
         check_out("bytes", bytes)?;
         // SAFETY: `header` is NULL or readable (this function's contract).
         let header = unsafe { header_arg(header) }?;
-        let len = usize::try_from(header.byte_len() + layer_byte_len(l)).map_err(|_| {
-            Error::Overflow {
+        let len = usize::try_from(header.byte_len() + each_layer!(l, l => layer_byte_len(l)))
+            .map_err(|_| Error::Overflow {
                 what: "weights byte length",
-            }
-        })?;
+            })?;
         // SAFETY: checked non-null and aligned; the caller guarantees it is writable.
         unsafe { bytes.write(len) };
         Ok(())
@@ -200,18 +200,17 @@ pub unsafe extern "C" fn deconv_layer_write_weights(
     // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (this
     // function's contract).
     let layer = unsafe { Vouched::new(layer) };
-    with_layer_ref("deconv_layer_write_weights", layer, |l| {
+    with_handle_ref("deconv_layer_write_weights", layer, |l| {
         // SAFETY: `header` is NULL or readable (this function's contract).
         let header = unsafe { header_arg(header) }?;
-        let expected = usize::try_from(header.byte_len() + layer_byte_len(l)).map_err(|_| {
-            Error::Overflow {
+        let expected = usize::try_from(header.byte_len() + each_layer!(l, l => layer_byte_len(l)))
+            .map_err(|_| Error::Overflow {
                 what: "weights byte length",
-            }
-        })?;
-        check_bytes("data", data, len, Some(expected), &Ranges::of(l))?;
+            })?;
+        check_bytes("data", data, len, Some(expected), &Ranges::of_any(l))?;
         // SAFETY: non-null, `len` writable bytes (caller), disjoint from the layer (checked).
         let data = unsafe { std::slice::from_raw_parts_mut(data, len) };
-        write_weights(l, data, &header)?;
+        each_layer!(l, l => write_weights(l, data, &header))?;
         Ok(())
     })
 }
@@ -235,15 +234,15 @@ pub unsafe extern "C" fn deconv_layer_read_weights(
     // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (this
     // function's contract).
     let layer = unsafe { Vouched::new(layer) };
-    with_layer("deconv_layer_read_weights", layer, |l| {
-        check_bytes("data", data, len, None, &Ranges::of(l))?;
+    with_handle("deconv_layer_read_weights", layer, |l| {
+        check_bytes("data", data, len, None, &Ranges::of_any(l))?;
         if !header.is_null() {
             check_out("header", header)?;
         }
         // SAFETY: non-null, `len` readable bytes (caller), disjoint from the layer (checked).
         let data = unsafe { std::slice::from_raw_parts(data, len) };
         let options = LoadOptions::new().reject_non_finite(reject_non_finite != 0);
-        let read = read_weights(l, data, &options)?;
+        let read = each_layer!(l, l => read_weights(l, data, &options))?;
         if !header.is_null() {
             // SAFETY: checked non-null and aligned; the caller guarantees it is writable.
             unsafe { header.write(deconv_weights_header::from_rust(&read)) };

@@ -4,21 +4,24 @@
 use std::ffi::c_int;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 
-use super::Layer;
 use super::args::check_out;
 use super::config::{backend_code, backend_from_code, deconv_config};
+use super::precision::{AnyLayer, LayerOf, Real, each_layer};
 use super::status::{Fail, Res, deconv_status, run};
+use super::threads;
 
-/// An opaque layer: `DeconvLayer<f32, AnyBackend>`. Create with `deconv_layer_create`, free
-/// with `deconv_layer_free`.
+/// An opaque layer: `DeconvLayer<float or double, AnyBackend>`. Create with
+/// `deconv_layer_create` (float) or `deconv_layer_create_f64` (double), free with
+/// `deconv_layer_free`.
 pub struct deconv_layer {
-    layer: Layer,
+    layer: AnyLayer,
     /// Set when a call on this layer panicked: its state may be inconsistent.
     poisoned: bool,
 }
 
-/// Runs `body` on a layer handle, marking the handle poisoned if `body` panics.
-pub(super) fn on_handle<H, R>(
+/// Runs `body` on a layer handle, on the library's threads ([`threads::install`]), marking
+/// the handle poisoned if `body` panics.
+fn on_handle<H, R: Send>(
     handle: &mut H,
     poisoned: impl Fn(&mut H) -> &mut bool,
     body: impl FnOnce(&mut H) -> Res<R>,
@@ -31,7 +34,7 @@ pub(super) fn on_handle<H, R>(
     let guarded = || {
         #[cfg(test)]
         super::tests::maybe_panic();
-        body(handle)
+        threads::install(|| body(handle))
     };
     match catch_unwind(AssertUnwindSafe(guarded)) {
         Ok(result) => result,
@@ -54,11 +57,11 @@ impl<P> Vouched<P> {
     }
 }
 
-/// [`run`] with the layer behind `layer` borrowed mutably.
-pub(super) fn with_layer(
+/// [`run`] with the layer behind `layer`, of either precision, borrowed mutably.
+pub(super) fn with_handle(
     func: &str,
     layer: Vouched<*mut deconv_layer>,
-    body: impl FnOnce(&mut Layer) -> Res<()>,
+    body: impl FnOnce(&mut AnyLayer) -> Res<()>,
 ) -> deconv_status {
     run(func, || {
         // SAFETY: `Vouched`: null or valid, and not aliased during the call.
@@ -67,11 +70,11 @@ pub(super) fn with_layer(
     })
 }
 
-/// [`run`] with the layer behind `layer` borrowed shared.
-pub(super) fn with_layer_ref(
+/// [`run`] with the layer behind `layer`, of either precision, borrowed shared.
+pub(super) fn with_handle_ref(
     func: &str,
     layer: Vouched<*const deconv_layer>,
-    body: impl FnOnce(&Layer) -> Res<()>,
+    body: impl FnOnce(&AnyLayer) -> Res<()>,
 ) -> deconv_status {
     run(func, || {
         // SAFETY: `Vouched`: null or valid, and not written during the call.
@@ -83,8 +86,27 @@ pub(super) fn with_layer_ref(
         }
         #[cfg(test)]
         super::tests::maybe_panic();
-        body(&handle.layer)
+        threads::install(|| body(&handle.layer))
     })
+}
+
+/// [`with_handle`] for a function on `T` layers: another precision is an error naming the
+/// function to call instead.
+pub(super) fn with_layer<T: Real>(
+    func: &str,
+    layer: Vouched<*mut deconv_layer>,
+    body: impl FnOnce(&mut LayerOf<T>) -> Res<()>,
+) -> deconv_status {
+    with_handle(func, layer, |l| body(l.get_mut::<T>(func)?))
+}
+
+/// [`with_handle_ref`] for a function on `T` layers.
+pub(super) fn with_layer_ref<T: Real>(
+    func: &str,
+    layer: Vouched<*const deconv_layer>,
+    body: impl FnOnce(&LayerOf<T>) -> Res<()>,
+) -> deconv_status {
+    with_handle_ref(func, layer, |l| body(l.get::<T>(func)?))
 }
 
 /// The sizes of a layer (all in elements), from `deconv_layer_geometry`.
@@ -125,9 +147,9 @@ pub struct deconv_geometry {
 // ---------------------------------------------------------------------------------------------
 // Creating and freeing layers.
 
-/// Creates a layer from `*config` on `backend` (a `deconv_backend` code) and stores the handle
-/// in `*out` (`NULL` on failure). Weights are drawn from `N(0, .02)` with `config->seed`, scaled
-/// by `out_h*out_w / (h*w)` as Darknet does; biases are 0, batch-norm scales 1.
+/// Creates a `float` layer from `*config` on `backend` (a `deconv_backend` code) and stores the
+/// handle in `*out` (`NULL` on failure). Weights are drawn from `N(0, .02)` with `config->seed`,
+/// scaled by `out_h*out_w / (h*w)` as Darknet does; biases are 0, batch-norm scales 1.
 ///
 /// Errors: `DECONV_ERR_INVALID_PARAMETER` naming the parameter for an invalid configuration, an
 /// unknown activation or backend code, or a backend not compiled in; `DECONV_ERR_OVERFLOW` when
@@ -142,7 +164,36 @@ pub unsafe extern "C" fn deconv_layer_create(
     backend: c_int,
     out: *mut *mut deconv_layer,
 ) -> deconv_status {
-    run("deconv_layer_create", || {
+    // SAFETY: this function's contract.
+    unsafe { create::<f32>("deconv_layer_create", config, backend, out) }
+}
+
+/// `deconv_layer_create` for a `double` layer: the same weights (drawn in double), used with
+/// the `_f64` functions. Every function without a floating-point argument takes either layer.
+///
+/// # Safety
+/// As `deconv_layer_create`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn deconv_layer_create_f64(
+    config: *const deconv_config,
+    backend: c_int,
+    out: *mut *mut deconv_layer,
+) -> deconv_status {
+    // SAFETY: this function's contract.
+    unsafe { create::<f64>("deconv_layer_create_f64", config, backend, out) }
+}
+
+/// The body of `deconv_layer_create` and `deconv_layer_create_f64`.
+///
+/// # Safety
+/// As `deconv_layer_create`.
+unsafe fn create<T: Real>(
+    func: &str,
+    config: *const deconv_config,
+    backend: c_int,
+    out: *mut *mut deconv_layer,
+) -> deconv_status {
+    run(func, || {
         check_out("out", out)?;
         // SAFETY: checked non-null and aligned; the caller guarantees it is writable.
         unsafe { out.write(std::ptr::null_mut()) };
@@ -151,9 +202,11 @@ pub unsafe extern "C" fn deconv_layer_create(
         // struct is plain data (integers) so any bit pattern is a valid value.
         let config = unsafe { config.read() }.to_rust()?;
         let backend = backend_from_code(backend)?;
-        let layer = Layer::with_backend(&config, backend)?;
+        // On the library's threads: the layer has a workspace slot per thread it sees.
+        let backend = T::backend(backend);
+        let layer = threads::install(|| LayerOf::<T>::with_backend(&config, backend))?;
         let handle = Box::into_raw(Box::new(deconv_layer {
-            layer,
+            layer: T::wrap(layer),
             poisoned: false,
         }));
         // SAFETY: as above.
@@ -175,7 +228,7 @@ pub unsafe extern "C" fn deconv_layer_clone(
     // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (this
     // function's contract).
     let layer = unsafe { Vouched::new(layer) };
-    with_layer_ref("deconv_layer_clone", layer, |l| {
+    with_handle_ref("deconv_layer_clone", layer, |l| {
         check_out("out", out)?;
         let copy = Box::into_raw(Box::new(deconv_layer {
             layer: l.clone(),
@@ -221,10 +274,11 @@ pub unsafe extern "C" fn deconv_layer_config(
     // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (this
     // function's contract).
     let layer = unsafe { Vouched::new(layer) };
-    with_layer_ref("deconv_layer_config", layer, |l| {
+    with_handle_ref("deconv_layer_config", layer, |l| {
         check_out("config", config)?;
+        let value = each_layer!(l, l => deconv_config::from_rust(l.config()));
         // SAFETY: checked non-null and aligned; the caller guarantees it is writable.
-        unsafe { config.write(deconv_config::from_rust(l.config())) };
+        unsafe { config.write(value) };
         Ok(())
     })
 }
@@ -242,9 +296,9 @@ pub unsafe extern "C" fn deconv_layer_geometry(
     // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (this
     // function's contract).
     let layer = unsafe { Vouched::new(layer) };
-    with_layer_ref("deconv_layer_geometry", layer, |l| {
+    with_handle_ref("deconv_layer_geometry", layer, |l| {
         check_out("geometry", geometry)?;
-        let g = l.geometry();
+        let (g, workspace_size) = each_layer!(l, l => (*l.geometry(), l.workspace_size()));
         let value = deconv_geometry {
             batch: g.batch(),
             in_channels: g.in_channels(),
@@ -259,7 +313,7 @@ pub unsafe extern "C" fn deconv_layer_geometry(
             input_len: g.batch() * g.inputs(),
             output_len: g.batch() * g.outputs(),
             weight_count: g.weight_count(),
-            workspace_size: l.workspace_size(),
+            workspace_size,
         };
         // SAFETY: checked non-null and aligned; the caller guarantees it is writable.
         unsafe { geometry.write(value) };
@@ -281,10 +335,11 @@ pub unsafe extern "C" fn deconv_layer_backend(
     // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (this
     // function's contract).
     let layer = unsafe { Vouched::new(layer) };
-    with_layer_ref("deconv_layer_backend", layer, |l| {
+    with_handle_ref("deconv_layer_backend", layer, |l| {
         check_out("backend", backend)?;
+        let code = each_layer!(l, l => backend_code(l.backend()));
         // SAFETY: checked non-null and aligned; the caller guarantees it is writable.
-        unsafe { backend.write(backend_code(l.backend()) as c_int) };
+        unsafe { backend.write(code as c_int) };
         Ok(())
     })
 }
@@ -300,10 +355,34 @@ pub unsafe extern "C" fn deconv_layer_learning_rate_scale(
     layer: *const deconv_layer,
     scale: *mut f32,
 ) -> deconv_status {
-    // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (this
-    // function's contract).
+    // SAFETY: this function's contract.
+    unsafe { learning_rate_scale("deconv_layer_learning_rate_scale", layer, scale) }
+}
+
+/// `deconv_layer_learning_rate_scale` of a `double` layer.
+///
+/// # Safety
+/// As `deconv_layer_learning_rate_scale`, with a `double`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn deconv_layer_learning_rate_scale_f64(
+    layer: *const deconv_layer,
+    scale: *mut f64,
+) -> deconv_status {
+    // SAFETY: this function's contract.
+    unsafe { learning_rate_scale("deconv_layer_learning_rate_scale_f64", layer, scale) }
+}
+
+/// # Safety
+/// As `deconv_layer_learning_rate_scale`, with a `T`.
+unsafe fn learning_rate_scale<T: Real>(
+    func: &str,
+    layer: *const deconv_layer,
+    scale: *mut T,
+) -> deconv_status {
+    // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (the
+    // caller's contract).
     let layer = unsafe { Vouched::new(layer) };
-    with_layer_ref("deconv_layer_learning_rate_scale", layer, |l| {
+    with_layer_ref::<T>(func, layer, |l| {
         check_out("scale", scale)?;
         // SAFETY: checked non-null and aligned; the caller guarantees it is writable.
         unsafe { scale.write(l.learning_rate_scale()) };
@@ -320,10 +399,33 @@ pub unsafe extern "C" fn deconv_layer_set_learning_rate_scale(
     layer: *mut deconv_layer,
     scale: f32,
 ) -> deconv_status {
-    // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (this
-    // function's contract).
+    // SAFETY: this function's contract.
+    unsafe { set_learning_rate_scale("deconv_layer_set_learning_rate_scale", layer, scale) }
+}
+
+/// `deconv_layer_set_learning_rate_scale` of a `double` layer.
+///
+/// # Safety
+/// As `deconv_layer_set_learning_rate_scale`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn deconv_layer_set_learning_rate_scale_f64(
+    layer: *mut deconv_layer,
+    scale: f64,
+) -> deconv_status {
+    // SAFETY: this function's contract.
+    unsafe { set_learning_rate_scale("deconv_layer_set_learning_rate_scale_f64", layer, scale) }
+}
+
+/// # Safety
+/// `layer` is `NULL` or a live handle not used elsewhere during the call.
+unsafe fn set_learning_rate_scale<T: Real>(
+    func: &str,
+    layer: *mut deconv_layer,
+    scale: T,
+) -> deconv_status {
+    // SAFETY: the caller's contract.
     let layer = unsafe { Vouched::new(layer) };
-    with_layer("deconv_layer_set_learning_rate_scale", layer, |l| {
+    with_layer::<T>(func, layer, |l| {
         l.set_learning_rate_scale(scale);
         Ok(())
     })
@@ -343,13 +445,34 @@ pub unsafe extern "C" fn deconv_layer_adam_step(
     // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (this
     // function's contract).
     let layer = unsafe { Vouched::new(layer) };
-    with_layer_ref("deconv_layer_adam_step", layer, |l| {
+    with_handle_ref("deconv_layer_adam_step", layer, |l| {
         check_out("step", step)?;
-        let t = l.adam_step().ok_or_else(|| {
+        let t = each_layer!(l, l => l.adam_step()).ok_or_else(|| {
             Fail::state("the layer has no Adam state (create it with adam != 0)".into())
         })?;
         // SAFETY: checked non-null and aligned; the caller guarantees it is writable.
         unsafe { step.write(t) };
+        Ok(())
+    })
+}
+
+/// Sets the number of Adam steps taken (Darknet `t`): with the Adam buffers
+/// (`DECONV_BUFFER_ADAM_*`, through `deconv_layer_set`) it restores an optimizer state saved
+/// with `deconv_layer_adam_step` and `deconv_layer_get`, e.g. at a restart from a checkpoint.
+/// `DECONV_ERR_INVALID_STATE` for a layer created without `adam`.
+///
+/// # Safety
+/// `layer` must be `NULL` (an error) or a live handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn deconv_layer_set_adam_step(
+    layer: *mut deconv_layer,
+    step: u64,
+) -> deconv_status {
+    // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (this
+    // function's contract).
+    let layer = unsafe { Vouched::new(layer) };
+    with_handle("deconv_layer_set_adam_step", layer, |l| {
+        each_layer!(l, l => l.set_adam_step(step))?;
         Ok(())
     })
 }

@@ -55,6 +55,10 @@ mod darknet;
 
 mod args;
 
+mod precision;
+
+mod threads;
+
 #[cfg(test)]
 mod tests;
 
@@ -63,9 +67,6 @@ pub use config::*;
 pub use darknet::*;
 pub use layer::*;
 pub use passes::*;
+pub use precision::*;
 pub use status::*;
-
-use crate::backend::AnyBackend;
-use crate::layer::DeconvLayer;
-
-type Layer = DeconvLayer<f32, AnyBackend>;
+pub use threads::*;

@@ -5,8 +5,9 @@ use std::ffi::c_int;
 
 use super::args::{check_buffer, check_out};
 use super::buffers::Ranges;
-use super::config::{deconv_update_args, mode_from_code};
-use super::layer::{Vouched, deconv_layer, with_layer};
+use super::config::{UpdateArgsOf, deconv_update_args, deconv_update_args_f64, mode_from_code};
+use super::layer::{Vouched, deconv_layer, with_handle, with_layer};
+use super::precision::{Real, each_layer};
 use super::status::deconv_status;
 
 // ---------------------------------------------------------------------------------------------
@@ -29,10 +30,40 @@ pub unsafe extern "C" fn deconv_layer_forward(
     input_len: usize,
     mode: c_int,
 ) -> deconv_status {
-    // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (this
-    // function's contract).
+    // SAFETY: this function's contract.
+    unsafe { forward("deconv_layer_forward", layer, input, input_len, mode) }
+}
+
+/// `deconv_layer_forward` of a `double` layer.
+///
+/// # Safety
+/// As `deconv_layer_forward`, with doubles.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn deconv_layer_forward_f64(
+    layer: *mut deconv_layer,
+    input: *const f64,
+    input_len: usize,
+    mode: c_int,
+) -> deconv_status {
+    // SAFETY: this function's contract.
+    unsafe { forward("deconv_layer_forward_f64", layer, input, input_len, mode) }
+}
+
+/// The body of `deconv_layer_forward` and `deconv_layer_forward_f64`.
+///
+/// # Safety
+/// As `deconv_layer_forward`.
+unsafe fn forward<T: Real>(
+    func: &str,
+    layer: *mut deconv_layer,
+    input: *const T,
+    input_len: usize,
+    mode: c_int,
+) -> deconv_status {
+    // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (the
+    // caller's contract).
     let layer = unsafe { Vouched::new(layer) };
-    with_layer("deconv_layer_forward", layer, |l| {
+    with_layer::<T>(func, layer, |l| {
         let mode = mode_from_code(mode)?;
         let g = l.geometry();
         let expected = g.batch() * g.inputs();
@@ -63,16 +94,70 @@ pub unsafe extern "C" fn deconv_layer_forward_with_workspace(
     workspace: *mut f32,
     workspace_len: usize,
 ) -> deconv_status {
-    // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (this
-    // function's contract).
+    // SAFETY: this function's contract.
+    unsafe {
+        forward_with_workspace(
+            "deconv_layer_forward_with_workspace",
+            layer,
+            input,
+            input_len,
+            mode,
+            workspace,
+            workspace_len,
+        )
+    }
+}
+
+/// `deconv_layer_forward_with_workspace` of a `double` layer.
+///
+/// # Safety
+/// As `deconv_layer_forward_with_workspace`, with doubles.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn deconv_layer_forward_with_workspace_f64(
+    layer: *mut deconv_layer,
+    input: *const f64,
+    input_len: usize,
+    mode: c_int,
+    workspace: *mut f64,
+    workspace_len: usize,
+) -> deconv_status {
+    // SAFETY: this function's contract.
+    unsafe {
+        forward_with_workspace(
+            "deconv_layer_forward_with_workspace_f64",
+            layer,
+            input,
+            input_len,
+            mode,
+            workspace,
+            workspace_len,
+        )
+    }
+}
+
+/// The body of `deconv_layer_forward_with_workspace` and `deconv_layer_forward_with_workspace_f64`.
+///
+/// # Safety
+/// As `deconv_layer_forward_with_workspace`.
+unsafe fn forward_with_workspace<T: Real>(
+    func: &str,
+    layer: *mut deconv_layer,
+    input: *const T,
+    input_len: usize,
+    mode: c_int,
+    workspace: *mut T,
+    workspace_len: usize,
+) -> deconv_status {
+    // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (the
+    // caller's contract).
     let layer = unsafe { Vouched::new(layer) };
-    with_layer("deconv_layer_forward_with_workspace", layer, |l| {
+    with_layer::<T>(func, layer, |l| {
         let mode = mode_from_code(mode)?;
         let g = *l.geometry();
         let mut others = Ranges::of(l);
         let expected = g.batch() * g.inputs();
         check_buffer("input", input, input_len, expected, false, &others)?;
-        others.push(("input", input, input_len));
+        others.push("input", input, input_len);
         let ws = l.workspace_size();
         check_buffer("workspace", workspace, workspace_len, ws, true, &others)?;
         // SAFETY: non-null, aligned, readable (caller), disjoint from the layer (checked).
@@ -109,15 +194,65 @@ pub unsafe extern "C" fn deconv_layer_backward(
     input_delta: *mut f32,
     input_delta_len: usize,
 ) -> deconv_status {
-    // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (this
-    // function's contract).
+    // SAFETY: this function's contract.
+    unsafe {
+        backward(
+            "deconv_layer_backward",
+            layer,
+            input,
+            input_len,
+            input_delta,
+            input_delta_len,
+        )
+    }
+}
+
+/// `deconv_layer_backward` of a `double` layer.
+///
+/// # Safety
+/// As `deconv_layer_backward`, with doubles.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn deconv_layer_backward_f64(
+    layer: *mut deconv_layer,
+    input: *const f64,
+    input_len: usize,
+    input_delta: *mut f64,
+    input_delta_len: usize,
+) -> deconv_status {
+    // SAFETY: this function's contract.
+    unsafe {
+        backward(
+            "deconv_layer_backward_f64",
+            layer,
+            input,
+            input_len,
+            input_delta,
+            input_delta_len,
+        )
+    }
+}
+
+/// The body of `deconv_layer_backward` and `deconv_layer_backward_f64`.
+///
+/// # Safety
+/// As `deconv_layer_backward`.
+unsafe fn backward<T: Real>(
+    func: &str,
+    layer: *mut deconv_layer,
+    input: *const T,
+    input_len: usize,
+    input_delta: *mut T,
+    input_delta_len: usize,
+) -> deconv_status {
+    // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (the
+    // caller's contract).
     let layer = unsafe { Vouched::new(layer) };
-    with_layer("deconv_layer_backward", layer, |l| {
+    with_layer::<T>(func, layer, |l| {
         let g = *l.geometry();
         let mut others = Ranges::of(l);
         let expected = g.batch() * g.inputs();
         check_buffer("input", input, input_len, expected, false, &others)?;
-        others.push(("input", input, input_len));
+        others.push("input", input, input_len);
         if !input_delta.is_null() {
             check_buffer(
                 "input_delta",
@@ -160,15 +295,74 @@ pub unsafe extern "C" fn deconv_layer_backward_with_workspace(
     workspace: *mut f32,
     workspace_len: usize,
 ) -> deconv_status {
-    // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (this
-    // function's contract).
+    // SAFETY: this function's contract.
+    unsafe {
+        backward_with_workspace(
+            "deconv_layer_backward_with_workspace",
+            layer,
+            input,
+            input_len,
+            input_delta,
+            input_delta_len,
+            workspace,
+            workspace_len,
+        )
+    }
+}
+
+/// `deconv_layer_backward_with_workspace` of a `double` layer.
+///
+/// # Safety
+/// As `deconv_layer_backward_with_workspace`, with doubles.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn deconv_layer_backward_with_workspace_f64(
+    layer: *mut deconv_layer,
+    input: *const f64,
+    input_len: usize,
+    input_delta: *mut f64,
+    input_delta_len: usize,
+    workspace: *mut f64,
+    workspace_len: usize,
+) -> deconv_status {
+    // SAFETY: this function's contract.
+    unsafe {
+        backward_with_workspace(
+            "deconv_layer_backward_with_workspace_f64",
+            layer,
+            input,
+            input_len,
+            input_delta,
+            input_delta_len,
+            workspace,
+            workspace_len,
+        )
+    }
+}
+
+/// The body of `deconv_layer_backward_with_workspace` and `deconv_layer_backward_with_workspace_f64`.
+///
+/// # Safety
+/// As `deconv_layer_backward_with_workspace`.
+#[allow(clippy::too_many_arguments)] // the C function's seven, and its name
+unsafe fn backward_with_workspace<T: Real>(
+    func: &str,
+    layer: *mut deconv_layer,
+    input: *const T,
+    input_len: usize,
+    input_delta: *mut T,
+    input_delta_len: usize,
+    workspace: *mut T,
+    workspace_len: usize,
+) -> deconv_status {
+    // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (the
+    // caller's contract).
     let layer = unsafe { Vouched::new(layer) };
-    with_layer("deconv_layer_backward_with_workspace", layer, |l| {
+    with_layer::<T>(func, layer, |l| {
         let g = *l.geometry();
         let mut others = Ranges::of(l);
         let expected = g.batch() * g.inputs();
         check_buffer("input", input, input_len, expected, false, &others)?;
-        others.push(("input", input, input_len));
+        others.push("input", input, input_len);
         if !input_delta.is_null() {
             check_buffer(
                 "input_delta",
@@ -178,7 +372,7 @@ pub unsafe extern "C" fn deconv_layer_backward_with_workspace(
                 false,
                 &others,
             )?;
-            others.push(("input_delta", input_delta, input_delta_len));
+            others.push("input_delta", input_delta, input_delta_len);
         }
         let ws = l.workspace_size();
         check_buffer("workspace", workspace, workspace_len, ws, true, &others)?;
@@ -219,10 +413,36 @@ pub unsafe extern "C" fn deconv_layer_update(
     layer: *mut deconv_layer,
     args: *const deconv_update_args,
 ) -> deconv_status {
-    // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (this
-    // function's contract).
+    // SAFETY: this function's contract.
+    unsafe { update("deconv_layer_update", layer, args) }
+}
+
+/// `deconv_layer_update` of a `double` layer, with `double` arguments.
+///
+/// # Safety
+/// As `deconv_layer_update`, with a `deconv_update_args_f64`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn deconv_layer_update_f64(
+    layer: *mut deconv_layer,
+    args: *const deconv_update_args_f64,
+) -> deconv_status {
+    // SAFETY: this function's contract.
+    unsafe { update("deconv_layer_update_f64", layer, args) }
+}
+
+/// The body of `deconv_layer_update` and `deconv_layer_update_f64`.
+///
+/// # Safety
+/// As `deconv_layer_update`.
+unsafe fn update<A: UpdateArgsOf>(
+    func: &str,
+    layer: *mut deconv_layer,
+    args: *const A,
+) -> deconv_status {
+    // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (the
+    // caller's contract).
     let layer = unsafe { Vouched::new(layer) };
-    with_layer("deconv_layer_update", layer, |l| {
+    with_layer::<A::T>(func, layer, |l| {
         check_out("args", args.cast_mut())?;
         // SAFETY: checked non-null and aligned; readable by the caller's contract; plain
         // data, so any bit pattern is a valid value.
@@ -247,8 +467,8 @@ pub unsafe extern "C" fn deconv_layer_resize(
     // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (this
     // function's contract).
     let layer = unsafe { Vouched::new(layer) };
-    with_layer("deconv_layer_resize", layer, |l| {
-        l.resize(in_h, in_w)?;
+    with_handle("deconv_layer_resize", layer, |l| {
+        each_layer!(l, l => l.resize(in_h, in_w))?;
         Ok(())
     })
 }
@@ -263,8 +483,8 @@ pub unsafe extern "C" fn deconv_layer_bilinear_init(layer: *mut deconv_layer) ->
     // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (this
     // function's contract).
     let layer = unsafe { Vouched::new(layer) };
-    with_layer("deconv_layer_bilinear_init", layer, |l| {
-        l.bilinear_init();
+    with_handle("deconv_layer_bilinear_init", layer, |l| {
+        each_layer!(l, l => l.bilinear_init());
         Ok(())
     })
 }
@@ -280,8 +500,8 @@ pub unsafe extern "C" fn deconv_layer_denormalize(layer: *mut deconv_layer) -> d
     // SAFETY: `layer` is NULL or a live handle not used elsewhere during the call (this
     // function's contract).
     let layer = unsafe { Vouched::new(layer) };
-    with_layer("deconv_layer_denormalize", layer, |l| {
-        l.denormalize()?;
+    with_handle("deconv_layer_denormalize", layer, |l| {
+        each_layer!(l, l => l.denormalize())?;
         Ok(())
     })
 }

@@ -3,6 +3,8 @@
 use super::status::run;
 use super::*;
 use crate::activation::Activation;
+use crate::backend::AnyBackend;
+use crate::layer::DeconvLayer;
 use deconv_buffer::*;
 use deconv_status::*;
 use std::cell::Cell;
@@ -150,7 +152,8 @@ fn config_round_trip() {
     assert_eq!(g.input_len, 2 * 4 * 5 * 6);
     assert_eq!(g.weight_count, 4 * 3 * 2); // in_channels * filters / groups * kh * kw
     // Same seed, same weights as the Rust API.
-    let rust_layer: Layer = DeconvLayer::new(&cfg.to_rust().unwrap()).unwrap();
+    let rust_layer: DeconvLayer<f32, AnyBackend> =
+        DeconvLayer::new(&cfg.to_rust().unwrap()).unwrap();
     assert_eq!(
         get(layer, DECONV_BUFFER_WEIGHTS, g.weight_count),
         rust_layer.weights()
@@ -978,4 +981,226 @@ fn last_error_is_per_thread_and_kept_on_success() {
     let st = unsafe { deconv_backend_compiled(0, &mut compiled) };
     assert_eq!(st, DECONV_OK);
     assert_eq!(last_error(), here);
+}
+
+/// The same layer in double through the `_f64` functions: the hand-computed numbers of
+/// `forward_backward_update_match_hand_computation`, exactly where they are exact, and the
+/// weights of the Rust `DeconvLayer<f64>` with the same seed.
+#[test]
+fn f64_layer_forward_backward_update() {
+    let cfg = deconv_config {
+        stride: [2, 2],
+        seed: 5,
+        ..config(1, 1, 2, 2, 1, 2)
+    };
+    let mut layer = null_mut();
+    // SAFETY: valid pointers.
+    let st = unsafe { deconv_layer_create_f64(&cfg, 0, &mut layer) };
+    assert_eq!(st, DECONV_OK, "{}", last_error());
+    let mut precision = -1;
+    // SAFETY: valid pointers.
+    let st = unsafe { deconv_layer_precision(layer, &mut precision) };
+    assert_eq!(st, DECONV_OK);
+    assert_eq!(precision, deconv_precision::DECONV_PRECISION_F64 as c_int);
+    let rust: DeconvLayer<f64, AnyBackend> = DeconvLayer::new(&cfg.to_rust().unwrap()).unwrap();
+    let mut w0 = [0.0f64; 4];
+    // SAFETY: (all calls) valid pointers and lengths.
+    unsafe {
+        let st = deconv_layer_get_f64(layer, DECONV_BUFFER_WEIGHTS as c_int, w0.as_mut_ptr(), 4);
+        assert_eq!(st, DECONV_OK);
+        assert_eq!(w0[..], rust.weights()[..]);
+        let w = [1.0f64, 2.0, 3.0, 4.0];
+        let st = deconv_layer_set_f64(layer, DECONV_BUFFER_WEIGHTS as c_int, w.as_ptr(), 4);
+        assert_eq!(st, DECONV_OK);
+        let st = deconv_layer_set_f64(layer, DECONV_BUFFER_BIASES as c_int, [0.5].as_ptr(), 1);
+        assert_eq!(st, DECONV_OK);
+        let x = [1.0f64, 2.0, 3.0, 4.0];
+        assert_eq!(deconv_layer_forward_f64(layer, x.as_ptr(), 4, 1), DECONV_OK);
+        let (mut out, mut len) = (null(), 0);
+        assert_eq!(
+            deconv_layer_output_f64(layer, &mut out, &mut len),
+            DECONV_OK
+        );
+        #[rustfmt::skip]
+        let expect = [
+            1.5, 2.5, 2.5, 4.5,
+            3.5, 4.5, 6.5, 8.5,
+            3.5, 6.5, 4.5, 8.5,
+            9.5, 12.5, 12.5, 16.5,
+        ];
+        assert_eq!(std::slice::from_raw_parts(out, len), expect);
+        assert_eq!(deconv_layer_forward_f64(layer, x.as_ptr(), 4, 0), DECONV_OK);
+        let (mut delta, mut len) = (null_mut(), 0);
+        assert_eq!(
+            deconv_layer_delta_f64(layer, &mut delta, &mut len),
+            DECONV_OK
+        );
+        std::slice::from_raw_parts_mut(delta, len).fill(1.0);
+        let mut dx = [0.0f64; 4];
+        let st = deconv_layer_backward_f64(layer, x.as_ptr(), 4, dx.as_mut_ptr(), 4);
+        assert_eq!(st, DECONV_OK);
+        assert_eq!(dx, [10.0; 4]);
+        let mut args = std::mem::MaybeUninit::uninit();
+        let st = deconv_update_args_sgd_f64(args.as_mut_ptr(), 0.1, 0.9, 0.01, 1);
+        assert_eq!(st, DECONV_OK);
+        assert_eq!(deconv_layer_update_f64(layer, args.as_ptr()), DECONV_OK);
+        let mut new_w = [0.0f64; 4];
+        let (mut data, mut len) = (null_mut(), 0);
+        let st =
+            deconv_layer_buffer_mut_f64(layer, DECONV_BUFFER_WEIGHTS as c_int, &mut data, &mut len);
+        assert_eq!(st, DECONV_OK);
+        new_w.copy_from_slice(std::slice::from_raw_parts(data, len));
+        for (nw, w) in new_w.iter().zip(w) {
+            let expect = w + 0.1 * (10.0 - 0.01 * w);
+            assert!((nw - expect).abs() < 1e-12, "{nw} vs {expect}");
+        }
+        let (mut b, mut len) = (null(), 0);
+        let st = deconv_layer_buffer_f64(layer, DECONV_BUFFER_BIASES as c_int, &mut b, &mut len);
+        assert_eq!(st, DECONV_OK);
+        assert!((*b - 2.1).abs() < 1e-12);
+        let mut scale = 0.0f64;
+        assert_eq!(
+            deconv_layer_set_learning_rate_scale_f64(layer, 0.25),
+            DECONV_OK
+        );
+        assert_eq!(
+            deconv_layer_learning_rate_scale_f64(layer, &mut scale),
+            DECONV_OK
+        );
+        assert_eq!(scale, 0.25);
+        // The functions that take either precision.
+        let mut copy = null_mut();
+        assert_eq!(deconv_layer_clone(layer, &mut copy), DECONV_OK);
+        assert_eq!(deconv_layer_resize(copy, 3, 3), DECONV_OK);
+        assert_eq!(geometry(copy).out_h, 6);
+        free(copy);
+    }
+    free(layer);
+}
+
+/// A function of one precision on a layer of the other is an error naming the right one.
+#[test]
+fn the_other_precision_is_an_error_naming_the_twin() {
+    let cfg = config(1, 1, 2, 2, 1, 2);
+    let float_layer = create(&cfg);
+    let mut double_layer = null_mut();
+    // SAFETY: (all calls) valid pointers and lengths.
+    unsafe {
+        assert_eq!(
+            deconv_layer_create_f64(&cfg, 0, &mut double_layer),
+            DECONV_OK
+        );
+        let x32 = [1.0f32; 4];
+        let x64 = [1.0f64; 4];
+        let st = deconv_layer_forward(double_layer, x32.as_ptr(), 4, 0);
+        assert_eq!(st, DECONV_ERR_INVALID_PARAMETER);
+        assert!(
+            last_error().ends_with("call deconv_layer_forward_f64"),
+            "{}",
+            last_error()
+        );
+        let st = deconv_layer_forward_f64(float_layer, x64.as_ptr(), 4, 0);
+        assert_eq!(st, DECONV_ERR_INVALID_PARAMETER);
+        assert!(
+            last_error().ends_with("call deconv_layer_forward"),
+            "{}",
+            last_error()
+        );
+        let mut args = std::mem::MaybeUninit::uninit();
+        assert_eq!(
+            deconv_update_args_sgd(args.as_mut_ptr(), 0.1, 0.9, 0.0, 1),
+            DECONV_OK
+        );
+        let st = deconv_layer_update(double_layer, args.as_ptr());
+        assert_eq!(st, DECONV_ERR_INVALID_PARAMETER);
+        let mut precision = -1;
+        assert_eq!(
+            deconv_layer_precision(float_layer, &mut precision),
+            DECONV_OK
+        );
+        assert_eq!(precision, deconv_precision::DECONV_PRECISION_F32 as c_int);
+        assert_eq!(
+            deconv_layer_precision(null(), &mut precision),
+            DECONV_ERR_NULL_POINTER
+        );
+    }
+    free(float_layer);
+    free(double_layer);
+}
+
+/// Adam's step count can be restored (checkpoint/restart), and only on an Adam layer.
+#[test]
+fn adam_step_is_restored() {
+    let mut cfg = config(1, 1, 2, 2, 1, 2);
+    let plain = create(&cfg);
+    cfg.adam = 1;
+    let adam = create(&cfg);
+    let mut step = 0u64;
+    // SAFETY: (all calls) valid pointers.
+    unsafe {
+        assert_eq!(deconv_layer_set_adam_step(adam, 41), DECONV_OK);
+        assert_eq!(deconv_layer_adam_step(adam, &mut step), DECONV_OK);
+        assert_eq!(step, 41);
+        let x = [1.0f32; 4];
+        assert_eq!(deconv_layer_forward(adam, x.as_ptr(), 4, 0), DECONV_OK);
+        assert_eq!(
+            deconv_layer_backward(adam, x.as_ptr(), 4, null_mut(), 0),
+            DECONV_OK
+        );
+        let mut args = std::mem::MaybeUninit::uninit();
+        assert_eq!(
+            deconv_update_args_adam(args.as_mut_ptr(), 0.01, 0.0, 1),
+            DECONV_OK
+        );
+        assert_eq!(deconv_layer_update(adam, args.as_ptr()), DECONV_OK);
+        assert_eq!(deconv_layer_adam_step(adam, &mut step), DECONV_OK);
+        assert_eq!(step, 42);
+        assert_eq!(
+            deconv_layer_set_adam_step(plain, 1),
+            DECONV_ERR_INVALID_STATE
+        );
+        assert!(last_error().contains("Adam"), "{}", last_error());
+        assert_eq!(
+            deconv_layer_set_adam_step(null_mut(), 1),
+            DECONV_ERR_NULL_POINTER
+        );
+    }
+    free(plain);
+    free(adam);
+}
+
+/// `deconv_set_num_threads` sizes the pool the calls run on, and 0 goes back to rayon's.
+#[test]
+fn thread_count_is_set_for_the_calls() {
+    let default = rayon::current_num_threads();
+    let mut threads = 0usize;
+    let cfg = deconv_config {
+        stride: [2, 2],
+        ..config(4, 2, 5, 5, 3, 4)
+    };
+    let run_layer = || {
+        let layer = create(&cfg);
+        let g = geometry(layer);
+        let x: Vec<f32> = (0..g.input_len).map(|i| (i % 7) as f32 - 3.0).collect();
+        // SAFETY: valid pointers and lengths.
+        let st = unsafe { deconv_layer_forward(layer, x.as_ptr(), x.len(), 1) };
+        assert_eq!(st, DECONV_OK);
+        let out = get(layer, DECONV_BUFFER_OUTPUT, g.output_len);
+        free(layer);
+        out
+    };
+    let before = run_layer();
+    assert_eq!(deconv_set_num_threads(3), DECONV_OK);
+    // SAFETY: valid pointer.
+    assert_eq!(unsafe { deconv_num_threads(&mut threads) }, DECONV_OK);
+    assert_eq!(threads, 3);
+    // Forward runs image by image: the same numbers on any number of threads.
+    assert_eq!(run_layer(), before);
+    assert_eq!(deconv_set_num_threads(0), DECONV_OK);
+    // SAFETY: valid pointer.
+    assert_eq!(unsafe { deconv_num_threads(&mut threads) }, DECONV_OK);
+    assert_eq!(threads, default);
+    // SAFETY: null is what is tested.
+    let st = unsafe { deconv_num_threads(null_mut()) };
+    assert_eq!(st, DECONV_ERR_NULL_POINTER);
 }
