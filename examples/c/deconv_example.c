@@ -20,6 +20,14 @@ static void check(int ok, const char *what) {
     if (!ok) failures++;
 }
 
+/* One line of numbers that examples/fortran/deconv_example.f90 prints too; .ci/run compares
+ * the two programs' "numbers:" lines. */
+static void numbers(const char *name, const float *v, int n) {
+    printf("numbers: %s", name);
+    for (int i = 0; i < n; i++) printf(" %.6f", v[i]);
+    printf("\n");
+}
+
 static int close_to(float a, float b) { return fabsf(a - b) <= 1e-5f * (1.0f + fabsf(b)); }
 
 /* Calls a deconv function; on failure prints the status and message and exits. */
@@ -85,6 +93,7 @@ int main(int argc, char **argv) {
     for (size_t r = 0; r < 4; r++)
         printf("    %5.1f %5.1f %5.1f %5.1f\n", y[4 * r], y[4 * r + 1], y[4 * r + 2], y[4 * r + 3]);
     check(same, "forward output equals the hand-computed 4x4 block pattern");
+    numbers("forward", y, 16);
 
     /* One SGD training step towards target t (loss 0.5 * |y - t|^2): delta = t - y. */
     const float lr = 0.01f, momentum = 0.9f, decay = 0.01f;
@@ -129,6 +138,9 @@ int main(int argc, char **argv) {
     for (int k = 0; k < 4; k++)
         grads_ok = grads_ok && close_to(got_wu[k], wu[k]) && close_to(dx[k], dx_expected[k]);
     check(grads_ok, "weight, bias and input gradients match the definition");
+    numbers("weight_updates", got_wu, 4);
+    numbers("bias_update", &got_bu, 1);
+    numbers("input_delta", dx, 4);
 
     /* SGD (Darknet's update_deconvolutional_layer, batch 1):
      * weight_updates -= decay * batch * w; w += lr / batch * weight_updates;
@@ -151,6 +163,8 @@ int main(int argc, char **argv) {
     }
     printf("    bias %.4f -> %.4f  (expected %.4f)\n", bias, new_b, bias + lr * bu);
     check(sgd_ok, "weights, bias and momentum buffers follow the SGD formula");
+    numbers("weights_after_sgd", new_w, 4);
+    numbers("bias_after_sgd", &new_b, 1);
 
     TRY(deconv_layer_forward(layer, x, 4, DECONV_MODE_INFERENCE));
     TRY(deconv_layer_output(layer, &y, &y_len));
