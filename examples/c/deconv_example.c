@@ -1,6 +1,6 @@
 /*
  * C example and check of deconv's C API (include/deconv.h). Built and run by
- * examples/c/run.sh (and .ci/run): one forward pass of a hand-computable layer, one SGD
+ * .ci/run (see README.md, "Using it from C"): one forward pass of a hand-computable layer, one SGD
  * training step checked against Darknet's update formula, a Darknet .weights round trip (to the
  * file named by argv[1], and in memory), and the error reporting.
  * Prints what it checks; exits non-zero on any mismatch.
