@@ -1,7 +1,9 @@
 //! The C ABI (cargo feature `capi`): an opaque `deconv_layer *` handle around a
-//! `DeconvLayer<f32, AnyBackend>`, and plain functions on it. The header `include/deconv.h` is
-//! generated from this folder by `build.rs` (cbindgen); each function's doc comment is its
-//! comment in the header, including its safety contract.
+//! `DeconvLayer<f32, AnyBackend>` or `DeconvLayer<f64, AnyBackend>`, and plain functions on it.
+//! The header `include/deconv.h` is generated from this folder by `build.rs` (cbindgen); each
+//! function's doc comment is its comment in the header, including its safety contract.
+//! `cargo cinstall` (cargo-c) installs the C library; see README.md, "Using it from C, CMake
+//! and Fortran".
 //!
 //! Conventions of every function:
 //! - It returns a [`deconv_status`] (`DECONV_OK == 0` on success), except the three that cannot
