@@ -1,8 +1,8 @@
 //! Build script. Its job: tell the crate which GEMM backends this build compiles in, by writing
 //! `$OUT_DIR/compiled_backends.rs` (`COMPILED_BACKENDS`, used in reports, benches and examples),
 //! and fail early with a clear message when no backend feature is enabled. With the `capi`
-//! feature it also generates the C header from `src/capi.rs` with cbindgen (`cbindgen.toml`)
-//! into `$OUT_DIR/deconv.h`; a test in `src/capi.rs` (and `.ci/run`) checks that the committed
+//! feature it also generates the C header from `src/capi/mod.rs` with cbindgen (`cbindgen.toml`)
+//! into `$OUT_DIR/deconv.h`; a test in `src/capi/mod.rs` (and `.ci/run`) checks that the committed
 //! `include/deconv.h` equals it. `DECONV_WRITE_HEADER=1 cargo build --features capi` rewrites
 //! `include/deconv.h` after a change to the C API.
 
@@ -40,18 +40,18 @@ fn main() {
 /// Writes `$OUT_DIR/deconv.h` (and `include/deconv.h` when `DECONV_WRITE_HEADER` is set).
 #[cfg(feature = "capi")]
 fn generate_header(out: &std::path::Path) {
-    println!("cargo:rerun-if-changed=src/capi.rs");
+    println!("cargo:rerun-if-changed=src/capi");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-env-changed=DECONV_WRITE_HEADER");
     let dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let config =
         cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("read cbindgen.toml");
-    // Only `src/capi.rs` is parsed: every type of the C API is declared there.
+    // Only `src/capi/mod.rs` is parsed: every type of the C API is declared there.
     let bindings = cbindgen::Builder::new()
         .with_config(config)
-        .with_src(dir.join("src/capi.rs"))
+        .with_src(dir.join("src/capi/mod.rs"))
         .generate()
-        .expect("cbindgen: generate the C header from src/capi.rs");
+        .expect("cbindgen: generate the C header from src/capi/mod.rs");
     bindings.write_to_file(out.join("deconv.h"));
     if env::var_os("DECONV_WRITE_HEADER").is_some_and(|v| !v.is_empty() && v != "0") {
         bindings.write_to_file(dir.join("include/deconv.h"));

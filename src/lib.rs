@@ -59,6 +59,8 @@
 //! `RAYON_NUM_THREADS` or by calling the layer inside `rayon::ThreadPool::install`.
 
 #![warn(missing_docs)]
+// docs.rs (`--cfg docsrs`, nightly) marks each item with the cargo feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod activation;
 mod alloc;

@@ -1,6 +1,6 @@
 /*
  * C example and check of deconv's C API (include/deconv.h). Built and run by
- * examples/c/run.sh (and .ci/run): one forward pass of a hand-computable layer, one SGD
+ * .ci/run (see README.md, "Using it from C"): one forward pass of a hand-computable layer, one SGD
  * training step checked against Darknet's update formula, a Darknet .weights round trip (to the
  * file named by argv[1], and in memory), and the error reporting.
  * Prints what it checks; exits non-zero on any mismatch.
@@ -18,6 +18,14 @@ static int failures = 0;
 static void check(int ok, const char *what) {
     printf("  [%s] %s\n", ok ? " ok " : "FAIL", what);
     if (!ok) failures++;
+}
+
+/* One line of numbers that examples/fortran/deconv_example.f90 prints too; .ci/run compares
+ * the two programs' "numbers:" lines. */
+static void numbers(const char *name, const float *v, int n) {
+    printf("numbers: %s", name);
+    for (int i = 0; i < n; i++) printf(" %.6f", v[i]);
+    printf("\n");
 }
 
 static int close_to(float a, float b) { return fabsf(a - b) <= 1e-5f * (1.0f + fabsf(b)); }
@@ -85,6 +93,7 @@ int main(int argc, char **argv) {
     for (size_t r = 0; r < 4; r++)
         printf("    %5.1f %5.1f %5.1f %5.1f\n", y[4 * r], y[4 * r + 1], y[4 * r + 2], y[4 * r + 3]);
     check(same, "forward output equals the hand-computed 4x4 block pattern");
+    numbers("forward", y, 16);
 
     /* One SGD training step towards target t (loss 0.5 * |y - t|^2): delta = t - y. */
     const float lr = 0.01f, momentum = 0.9f, decay = 0.01f;
@@ -129,6 +138,9 @@ int main(int argc, char **argv) {
     for (int k = 0; k < 4; k++)
         grads_ok = grads_ok && close_to(got_wu[k], wu[k]) && close_to(dx[k], dx_expected[k]);
     check(grads_ok, "weight, bias and input gradients match the definition");
+    numbers("weight_updates", got_wu, 4);
+    numbers("bias_update", &got_bu, 1);
+    numbers("input_delta", dx, 4);
 
     /* SGD (Darknet's update_deconvolutional_layer, batch 1):
      * weight_updates -= decay * batch * w; w += lr / batch * weight_updates;
@@ -151,6 +163,8 @@ int main(int argc, char **argv) {
     }
     printf("    bias %.4f -> %.4f  (expected %.4f)\n", bias, new_b, bias + lr * bu);
     check(sgd_ok, "weights, bias and momentum buffers follow the SGD formula");
+    numbers("weights_after_sgd", new_w, 4);
+    numbers("bias_after_sgd", &new_b, 1);
 
     TRY(deconv_layer_forward(layer, x, 4, DECONV_MODE_INFERENCE));
     TRY(deconv_layer_output(layer, &y, &y_len));
@@ -215,6 +229,39 @@ int main(int argc, char **argv) {
     printf("    scales without batch norm: %s: %s\n", deconv_status_name((int)st),
            deconv_last_error());
     check(st == DECONV_ERR_INVALID_STATE, "a batch-norm buffer without batch norm is an error");
+
+    /* Sizes beyond any machine's memory are an error, never an abort; element counts whose
+     * bytes do not fit are an overflow. */
+    if (sizeof(size_t) >= 8) {
+        deconv_config huge;
+        TRY(deconv_config_default(&huge, 1, 1, (size_t)1 << 20, (size_t)1 << 20, 1, 1));
+        none = (deconv_layer *)&huge;
+        st = deconv_layer_create(&huge, DECONV_BACKEND_DEFAULT, &none);
+        printf("    a 4 TiB output: %s: %s\n", deconv_status_name((int)st), deconv_last_error());
+        check(st == DECONV_ERR_ALLOCATION && none == NULL,
+              "a layer larger than memory is DECONV_ERR_ALLOCATION, not an abort");
+        TRY(deconv_config_default(&huge, 1, 1, 1, 1, (size_t)1 << 62, 1));
+        st = deconv_layer_create(&huge, DECONV_BACKEND_DEFAULT, &none);
+        printf("    2^62 filters: %s: %s\n", deconv_status_name((int)st), deconv_last_error());
+        check(st == DECONV_ERR_OVERFLOW, "byte sizes beyond isize are DECONV_ERR_OVERFLOW");
+    }
+
+    /* A layer built for inference only holds no gradient state; training it is an error. */
+    deconv_config lean = config;
+    lean.training = 0;
+    deconv_layer *infer = NULL;
+    TRY(deconv_layer_create(&lean, DECONV_BACKEND_DEFAULT, &infer));
+    float *lean_delta = NULL;
+    size_t lean_delta_len = 1;
+    TRY(deconv_layer_delta(infer, &lean_delta, &lean_delta_len));
+    const float x4[4] = {1, 2, 3, 4};
+    TRY(deconv_layer_forward(infer, x4, 4, DECONV_MODE_INFERENCE));
+    st = deconv_layer_forward(infer, x4, 4, DECONV_MODE_TRAIN);
+    printf("    training an inference-only layer: %s: %s\n", deconv_status_name((int)st),
+           deconv_last_error());
+    check(lean_delta_len == 0 && st == DECONV_ERR_INVALID_STATE,
+          "an inference-only layer has no delta and cannot train");
+    TRY(deconv_layer_free(infer));
 
     TRY(deconv_layer_free(layer));
     if (failures) {

@@ -17,9 +17,10 @@
 //! The crate has one thread pool: rayon's (the global one, or whichever pool the call runs in
 //! through [`rayon::ThreadPool::install`]). Backends are always called single-threaded;
 //! [`par_gemm`] splits the rows of `C` over the rayon threads. The OpenBLAS backend therefore
-//! sets OpenBLAS's own thread count to 1 the first time it is used, so rayon's threads never each
-//! start a multi-threaded BLAS (oversubscription). Set the thread count with
-//! `RAYON_NUM_THREADS` or a `rayon::ThreadPoolBuilder`.
+//! runs each GEMM with OpenBLAS's own thread count at 1, so rayon's threads never each start a
+//! multi-threaded BLAS (oversubscription), and gives the process its own count back when none
+//! of its GEMMs runs. Set the thread count with `RAYON_NUM_THREADS` or a
+//! `rayon::ThreadPoolBuilder`.
 
 use crate::element::Element;
 use crate::error::{Error, Result};
