@@ -184,10 +184,11 @@ impl<T: Element> Plan<T> {
 
     /// Reserves what the forward pass needs: the phase plan's repacked weights.
     pub(super) fn reserve_forward(&mut self, g: &Geometry) -> Result<()> {
-        if let Plan::Phases { packed, .. } = self
-            && packed.is_empty()
-        {
-            *packed = alloc::zeros("phase-packed weights", g.weight_count())?;
+        match self {
+            Plan::Phases { packed, .. } if packed.is_empty() => {
+                *packed = alloc::zeros("phase-packed weights", g.weight_count())?;
+            }
+            _ => {}
         }
         Ok(())
     }
