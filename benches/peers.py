@@ -319,7 +319,7 @@ def main():
             this[s["id"]] = rec
             loads.append(os.getloadavg()[0])
             d = rec["deconv"]
-            auto = d[d["auto"]]
+            auto = d.get("auto_ms") or d[d["auto"].split("/")[0]]
             ortf = rec["onnxruntime"]["forward_inference"] if rec["onnxruntime"] else float("nan")
             print(f"round {r + 1}/{args.rounds} {s['id']:<15} deconv {auto['forward_inference']:8.3f} "
                   f"{auto['forward_backward']:8.3f} ms  pytorch {rec['pytorch']['forward_inference']:8.3f} "

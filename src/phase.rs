@@ -248,6 +248,11 @@ impl PhasePlan {
         })
     }
 
+    /// Cells of the grid the class GEMMs multiply on (the columns of each).
+    pub(crate) fn grid_area(&self) -> usize {
+        self.y.q_len * self.x.q_len
+    }
+
     /// Rows (phases times filters) of the smallest class GEMM. GEMMs with few rows spend their
     /// time packing the large `B` operand rather than multiplying.
     pub(crate) fn min_gemm_rows(&self) -> usize {

@@ -139,8 +139,12 @@ where
     let config = shape.config();
     let g = config.geometry().expect("sweep shapes are valid");
     let auto = DeconvLayer::<T, AnyBackend>::with_backend(&config, backend)
-        .expect("sweep shapes are valid")
-        .algorithm();
+        .expect("sweep shapes are valid");
+    // "phases/columns" where Auto gives the backward another algorithm than the forward.
+    let auto = match (auto.algorithm(), auto.backward_algorithm()) {
+        (f, b) if f == b => algorithm_name(f).to_string(),
+        (f, b) => format!("{}/{}", algorithm_name(f), algorithm_name(b)),
+    };
     let gemm = gemm_ceiling::<T>(&g, &backend, budget);
     let times = |algorithm| {
         passes::<T>(shape, algorithm, backend, budget).map_or(Value::Null, |t| {
@@ -154,10 +158,12 @@ where
     let columns = times(Algorithm::Columns);
     let phases = times(Algorithm::Phases);
     let direct = times(Algorithm::Direct);
+    let auto_ms = times(Algorithm::Auto);
     json!({
         "id": shape.id,
         "gemm_ms": gemm,
-        "auto": algorithm_name(auto),
+        "auto": auto,
+        "auto_ms": auto_ms,
         "columns": columns,
         "phases": phases,
         "direct": direct,

@@ -37,8 +37,10 @@ fn peer(v: &Value, name: &str, pass: &str) -> Option<f64> {
 
 impl Derived {
     pub fn of(v: &Value) -> Self {
+        // Auto measured as itself ("auto_ms"); older documents: its forward algorithm's times.
         let auto = v["auto"].as_str().unwrap_or("columns");
-        let auto_ms = PASSES.map(|p| ms(v, auto, p));
+        let forward = auto.split('/').next().unwrap_or(auto);
+        let auto_ms = PASSES.map(|p| ms(v, "auto_ms", p).or_else(|| ms(v, forward, p)));
         let best = PASSES.map(|p| {
             ALGORITHMS
                 .iter()

@@ -77,7 +77,8 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
         if let Some(d) = &input_delta {
             check_len("input_delta", g.batch() * g.inputs(), d.len())?;
         }
-        let slot = self.plan.slot_size(&g);
+        // The slot both passes share (the larger plan's), as `workspace_size` says.
+        let slot = self.workspace_size();
         check_len_at_least("workspace", slot, workspace.len())?;
         self.training("backward")?;
         match (self.last_forward, &self.bn) {
@@ -95,11 +96,13 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
         }
         // Everything the pass needs is reserved before anything changes: a failed
         // reservation leaves the layer as it was.
-        self.plan.reserve_backward(&g)?;
+        let plan = self.back.as_mut().unwrap_or(&mut self.plan);
+        plan.reserve_forward(&g)?; // a plan of the backward alone reserves it here
+        plan.reserve_backward(&g)?;
         // Units of `m` images (one GEMM each for small images).
-        let m = self.plan.images_per_gemm();
+        let m = plan.images_per_gemm();
         let want = image_tasks(slot, g.batch().div_ceil(m), workspace.len());
-        let tasks = self.reserve_gradient_tasks(want, workspace.len())?;
+        let tasks = self.reserve_gradient_tasks(want, workspace.len(), slot)?;
         self.last_forward = None;
         let ohw = g.out_area();
         let activation = self.config.activation;
@@ -124,9 +127,10 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
                 backward_bias(bias_updates, delta, ohw);
             }
         }
-        self.plan.refresh_weights(&self.weights, &g);
+        let plan = self.back.as_mut().unwrap_or(&mut self.plan);
+        plan.refresh_weights(&self.weights, &g);
         let (mut tiles, mut direct) = (None, None);
-        let packed_grad = match &mut self.plan {
+        let packed_grad = match plan {
             Plan::Phases {
                 plan,
                 packed,
@@ -250,9 +254,13 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
     /// [`memory::gradient_tasks`]); 1, without buffers, when a single task runs. `workspace`
     /// is the length of the workspace this pass runs on (the layer's own is taken out of it
     /// during the pass).
-    fn reserve_gradient_tasks(&mut self, want: usize, workspace: usize) -> Result<usize> {
+    fn reserve_gradient_tasks(
+        &mut self,
+        want: usize,
+        workspace: usize,
+        slot: usize,
+    ) -> Result<usize> {
         let wc = self.geometry.weight_count();
-        let slot = self.plan.slot_size(&self.geometry);
         let own_workspace = match self.config.own_workspace {
             true => self.workspace.len().max(workspace),
             false => 0,

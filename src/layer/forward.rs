@@ -66,7 +66,8 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
     ) -> Result<()> {
         let g = self.geometry;
         check_len("input", g.batch() * g.inputs(), input.len())?;
-        let slot = self.plan.slot_size(&g);
+        // The slot both passes share (the larger plan's), as `workspace_size` says.
+        let slot = self.workspace_size();
         check_len_at_least("workspace", slot, workspace.len())?;
         if mode == Mode::Train {
             self.training("a forward pass in Mode::Train")?;

@@ -18,21 +18,21 @@ use crate::element::Element;
 use crate::error::Result;
 
 /// Elements of `T` a layer of `config` reserves when it is built (or resized to `g`) with
-/// `slots` workspace slots of its own: parameters, outputs, the plan's forward buffers, the
-/// workspace and, when it trains, the gradients, `delta` and Adam's moments. The backward's own
-/// buffers come later, at the first backward.
+/// `slots` workspace slots of `slot` elements of its own: parameters, outputs, the plan's
+/// forward buffers, the workspace and, when it trains, the gradients, `delta` and Adam's
+/// moments. The backward's own buffers come later, at the first backward.
 pub(super) fn elements_at_construction<T: Element>(
     config: &DeconvConfig,
     g: &Geometry,
     plan: &Plan<T>,
-    slots: usize,
+    (slot, slots): (usize, usize),
 ) -> u128 {
     let (wc, n) = (g.weight_count() as u128, g.filters() as u128);
     let total = g.batch() as u128 * g.outputs() as u128;
     let scales = if config.batch_normalize { n } else { 0 };
     let mut elements = wc + n + total + plan.forward_elements(g);
     if config.own_workspace {
-        elements += plan.slot_size(g) as u128 * slots as u128;
+        elements += slot as u128 * slots as u128;
     }
     if config.batch_normalize {
         let (filters, batch) = (g.filters(), g.batch());
@@ -55,18 +55,18 @@ pub(super) fn elements_at_construction<T: Element>(
 pub(super) fn sized_workspace<T: Element>(
     config: &DeconvConfig,
     g: &Geometry,
-    plan: &Plan<T>,
+    (plan, back): (&Plan<T>, Option<&Plan<T>>),
     what: &'static str,
 ) -> Result<usize> {
-    let slot = plan.slot_size(g);
-    let base = elements_at_construction(config, g, plan, 1);
+    let slot = slot_size(plan, back, g);
+    let base = elements_at_construction(config, g, plan, (slot, 1));
     // The direct plan can spread one image's planes over slots too.
     let units = match plan {
         Plan::Direct { .. } => g.batch().saturating_mul(g.filters().max(g.in_channels())),
         _ => g.batch().div_ceil(plan.images_per_gemm()),
     };
     let slots = workspace_slots(units, rayon::current_num_threads(), slot, base);
-    let elements = elements_at_construction(config, g, plan, slots);
+    let elements = elements_at_construction(config, g, plan, (slot, slots));
     let bytes = u64::try_from(elements * size_of::<T>() as u128).unwrap_or(u64::MAX);
     alloc::check_fits(what, bytes)?;
     Ok(if config.own_workspace {
@@ -101,19 +101,18 @@ pub(super) fn gradient_tasks(want: usize, weight_count: usize, room: usize) -> u
     }
 }
 
+/// Workspace elements per slot of a layer whose forward runs `plan` and backward `back` (or
+/// `plan`): what the larger of the two needs.
+pub(super) fn slot_size<T: Element>(plan: &Plan<T>, back: Option<&Plan<T>>, g: &Geometry) -> usize {
+    plan.slot_size(g).max(back.map_or(0, |b| b.slot_size(g)))
+}
+
 /// Elements of `T` the layer's buffers hold now, per-thread state included.
 pub(super) fn held_elements<T: Element, B: Gemm<T>>(layer: &DeconvLayer<T, B>) -> usize {
     let mut held = layer.weights.len() + layer.biases.len() + layer.output.len();
     held += layer.workspace.len();
-    held += match &layer.plan {
-        Plan::Columns { tiles, .. } => tiles.as_ref().map_or(0, |t| t.weights_t.len()),
-        Plan::Direct { .. } => 0,
-        Plan::Phases {
-            packed,
-            packed_grad,
-            ..
-        } => packed.len() + packed_grad.len(),
-    };
+    held += layer.back.as_ref().map_or(0, plan_elements);
+    held += plan_elements(&layer.plan);
     if let Some(bn) = &layer.bn {
         held += bn.held_elements();
     }
@@ -122,6 +121,19 @@ pub(super) fn held_elements<T: Element, B: Gemm<T>>(layer: &DeconvLayer<T, B>) -
         held += t.adam.as_ref().map_or(0, |a| a.held_elements());
     }
     held
+}
+
+/// Elements the buffers of `plan` hold now.
+fn plan_elements<T>(plan: &Plan<T>) -> usize {
+    match plan {
+        Plan::Columns { tiles, .. } => tiles.as_ref().map_or(0, |t| t.weights_t.len()),
+        Plan::Direct { .. } => 0,
+        Plan::Phases {
+            packed,
+            packed_grad,
+            ..
+        } => packed.len() + packed_grad.len(),
+    }
 }
 
 #[cfg(test)]

@@ -99,7 +99,11 @@ pub struct DeconvLayer<T: Element = f32, B: Gemm<T> = DefaultBackend> {
     bn: Option<BatchNorm<T>>,
     output: Vec<T>,
     workspace: Vec<T>,
+    /// How the forward pass runs.
     plan: Plan<T>,
+    /// How the backward pass runs, where `Algorithm::Auto` chose another plan than the
+    /// forward's; `None` where both run `plan`.
+    back: Option<Plan<T>>,
     /// `None` in a layer built with `training(false)`.
     train: Option<Training<T>>,
     last_forward: Option<Mode>,
@@ -247,7 +251,9 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             });
         }
         let mut plan = Plan::new(config, &g)?;
-        let workspace_len = memory::sized_workspace(config, &g, &plan, "the layer's buffers")?;
+        let back = plan.backward_for(config, &g);
+        let plans = (&plan, back.as_ref());
+        let workspace_len = memory::sized_workspace(config, &g, plans, "the layer's buffers")?;
         plan.reserve_forward(&g)?;
         let total = g.batch() * g.outputs();
         let (wc, n) = (g.weight_count(), g.filters());
@@ -283,6 +289,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
             output: alloc::zeros("output", total)?,
             workspace: alloc::zeros("workspace", workspace_len)?,
             plan,
+            back,
             train,
             last_forward: None,
         })
@@ -340,14 +347,16 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
     pub fn config(&self) -> &DeconvConfig {
         &self.config
     }
-    /// The forward algorithm the layer uses ([`Algorithm::Columns`] or [`Algorithm::Phases`];
-    /// [`Algorithm::Auto`] is resolved when the layer is built or resized).
+    /// The forward algorithm the layer uses ([`Algorithm::Columns`], [`Algorithm::Phases`] or
+    /// [`Algorithm::Direct`]; [`Algorithm::Auto`] is resolved when the layer is built or
+    /// resized).
     pub fn algorithm(&self) -> Algorithm {
-        match self.plan {
-            Plan::Columns { .. } => Algorithm::Columns,
-            Plan::Phases { .. } => Algorithm::Phases,
-            Plan::Direct { .. } => Algorithm::Direct,
-        }
+        self.plan.algorithm()
+    }
+    /// The algorithm of the backward pass: the forward's, but where [`Algorithm::Auto`] gave
+    /// the backward another one (it needs only the input, `delta` and the weights).
+    pub fn backward_algorithm(&self) -> Algorithm {
+        self.back.as_ref().unwrap_or(&self.plan).algorithm()
     }
 
     /// The layer's sizes.
@@ -374,7 +383,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
     /// larger than Darknet's per-image workspace times the batch). With one slot, each image's
     /// GEMM and col2im are split over the threads instead.
     pub fn workspace_size(&self) -> usize {
-        self.plan.slot_size(&self.geometry)
+        memory::slot_size(&self.plan, self.back.as_ref(), &self.geometry)
     }
     /// Multiplier of the learning rate in [`update`](Self::update) (Darknet `learning_rate_scale`).
     pub fn learning_rate_scale(&self) -> T {

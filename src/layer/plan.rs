@@ -15,6 +15,12 @@ use std::ops::Range;
 const MIN_PHASE_GEMM_ROWS: usize = 256;
 /// Most `group_in * group_out` for [`Algorithm::Auto`] to choose the direct plan.
 const MAX_DIRECT_GROUP_PRODUCT: usize = 16;
+/// Most input channels per group for [`Algorithm::Auto`] to run the backward with phases (the
+/// adjoint of their GEMMs), when the forward runs with columns or phases. The backward's
+/// im2col costs the columns plan most next to its GEMMs with few channels: fcn-up2 (21
+/// channels) 1.9 ms against 5.2 with columns; with 128 channels and more columns win
+/// (linknet 24.5 ms against 29.2).
+const MAX_PHASE_BACKWARD_GROUP_IN: usize = 32;
 /// Most input channels per group for [`Algorithm::Auto`] to choose the phase decomposition.
 const MAX_PHASE_GROUP_IN: usize = 64;
 
@@ -80,6 +86,36 @@ impl<T: Element> Plan<T> {
         Plan::Columns { tiles, images }
     }
 
+    /// The plan of the backward pass where [`Algorithm::Auto`] gives it another algorithm
+    /// than the forward's `self` (the backward needs only the input, `delta` and the weights,
+    /// so the two passes may differ); `None` where they share `self`.
+    pub(super) fn backward_for(&self, config: &DeconvConfig, g: &Geometry) -> Option<Self> {
+        if config.algorithm != Algorithm::Auto || matches!(self, Plan::Direct { .. }) {
+            return None;
+        }
+        let phases = PhasePlan::new(g)
+            .filter(|_| !kernel_tiles_output(g) && g.group_in() <= MAX_PHASE_BACKWARD_GROUP_IN);
+        match (self, phases) {
+            (Plan::Columns { .. }, Some(plan)) => Some(Plan::Phases {
+                plan: Box::new(plan),
+                packed: Vec::new(),
+                packed_from: None,
+                packed_grad: Vec::new(),
+            }),
+            (Plan::Phases { .. }, None) => Some(Plan::columns(g)),
+            _ => None,
+        }
+    }
+
+    /// The algorithm this plan runs.
+    pub(super) fn algorithm(&self) -> Algorithm {
+        match self {
+            Plan::Columns { .. } => Algorithm::Columns,
+            Plan::Phases { .. } => Algorithm::Phases,
+            Plan::Direct { .. } => Algorithm::Direct,
+        }
+    }
+
     /// Images that go through one GEMM (1 but for the column plan on small images).
     pub(super) fn images_per_gemm(&self) -> usize {
         match self {
@@ -125,18 +161,25 @@ impl<T: Element> Plan<T> {
                 // Phases replace col2im, whose cost relative to the GEMM is about
                 // 1 / (2 * in_channels per group): they pay for few input channels (S3: 21),
                 // provided each class GEMM is tall enough to amortize packing its input (S4's
-                // 32-row classes lose). With many channels (S1: 256) the GEMM on the phase grid,
-                // a little larger than the input, costs more than col2im saves. Where the
-                // kernel tiles the output (kernel == stride, no pad), col2im is a plain copy.
-                // Measured with `examples/perf.rs --algorithm columns|phases`.
-                let tiles = (0..2).all(|a| g.kernel()[a] == g.stride()[a] && g.pad()[a] == 0);
-                match phases() {
-                    Some(phases @ Plan::Phases { .. })
-                        if !tiles
-                            && g.group_in() <= MAX_PHASE_GROUP_IN
-                            && phases.min_gemm_rows() >= MIN_PHASE_GEMM_ROWS =>
+                // 32-row classes lose). With many channels, the phase GEMMs multiply on the
+                // grid of the output's phases: they pay where the padding crops that grid below
+                // the input (darknet-k4: 12x12 against 13x13, 21.8 ms against 26.1), not where
+                // it is larger (S1: 17x17 against 16x16, 44 ms against 40). Where the kernel
+                // tiles the output (kernel == stride, no pad), col2im is a plain copy.
+                // Measured with `examples/sweep`, 2 threads, three rounds.
+                match PhasePlan::new(g) {
+                    Some(plan)
+                        if !kernel_tiles_output(g)
+                            && (g.group_in() <= MAX_PHASE_GROUP_IN
+                                || plan.grid_area() < g.in_area())
+                            && plan.min_gemm_rows() >= MIN_PHASE_GEMM_ROWS =>
                     {
-                        phases
+                        Plan::Phases {
+                            plan: Box::new(plan),
+                            packed: Vec::new(),
+                            packed_from: None,
+                            packed_grad: Vec::new(),
+                        }
                     }
                     _ => Plan::columns(g),
                 }
@@ -209,14 +252,6 @@ impl<T: Element> Plan<T> {
         Ok(())
     }
 
-    /// Rows of the smallest phase-class GEMM (0 for columns).
-    pub(super) fn min_gemm_rows(&self) -> usize {
-        match self {
-            Plan::Columns { .. } | Plan::Direct { .. } => 0,
-            Plan::Phases { plan, .. } => plan.min_gemm_rows(),
-        }
-    }
-
     /// Workspace elements per image, forward and backward.
     pub(super) fn slot_size(&self, g: &Geometry) -> usize {
         match self {
@@ -229,6 +264,12 @@ impl<T: Element> Plan<T> {
             Plan::Direct { plan } => plan.slot_size(),
         }
     }
+}
+
+/// Whether the kernel tiles the output (kernel == stride and no padding on both axes): col2im
+/// and im2col are then plain copies, and the column plan costs no more than its GEMMs.
+fn kernel_tiles_output(g: &Geometry) -> bool {
+    (0..2).all(|a| g.kernel()[a] == g.stride()[a] && g.pad()[a] == 0)
 }
 
 /// Columns a GEMM wants at least: below, packing the weights (which matrixmultiply does on every

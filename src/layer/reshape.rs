@@ -23,8 +23,10 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
         config.in_w = in_w;
         let g = config.geometry()?;
         let mut plan = Plan::new(&config, &g)?;
+        let back = plan.backward_for(&config, &g);
         let what = "the resized layer's buffers";
-        let workspace_len = super::memory::sized_workspace(&config, &g, &plan, what)?;
+        let plans = (&plan, back.as_ref());
+        let workspace_len = super::memory::sized_workspace(&config, &g, plans, what)?;
         plan.reserve_forward(&g)?;
         let total = g.batch() * g.outputs();
         let output = alloc::zeros("output", total)?;
@@ -46,6 +48,7 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
         }
         self.workspace = workspace;
         self.plan = plan;
+        self.back = back;
         self.config = config;
         self.geometry = g;
         self.last_forward = None;

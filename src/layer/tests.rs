@@ -351,3 +351,42 @@ fn tiles_where_they_pay() {
         })
     );
 }
+
+/// `Algorithm::Auto`'s choices on shapes of the sweep (`benches/support/sweep.rs`), forward and
+/// backward: the rules in `plan.rs` and the measurements they come from.
+#[test]
+fn auto_chooses_per_pass() {
+    let choice = |c: DeconvConfig| {
+        let layer = DeconvLayer::<f32, DefaultBackend>::new(&c).unwrap();
+        (layer.algorithm(), layer.backward_algorithm())
+    };
+    use Algorithm::{Columns, Direct, Phases};
+    // S3 and FCN's upsampling: few channels, phases both ways.
+    let s3 = DeconvConfig::new(2, 21, 16, 16, 21, 16).stride(8).pad(4);
+    assert_eq!(choice(s3), (Phases, Phases));
+    // fcn-up2: class GEMMs of 21 rows are too short for the forward, not for the backward.
+    let fcn_up2 = DeconvConfig::new(8, 21, 22, 22, 21, 4).stride(2);
+    assert_eq!(choice(fcn_up2), (Columns, Phases));
+    // darknet-k4: 512 channels on 13x13, phases forward, columns backward.
+    let darknet_k4 = DeconvConfig::new(4, 512, 13, 13, 256, 4).stride(2).pad(2);
+    assert_eq!(choice(darknet_k4), (Phases, Columns));
+    // S1: 128-row class GEMMs, columns both ways.
+    let s1 = DeconvConfig::new(16, 256, 16, 16, 128, 4).stride(2).pad(1);
+    assert_eq!(choice(s1), (Columns, Columns));
+    // DCGAN's projection: 1x1 images, batched columns both ways.
+    let dcgan_z = DeconvConfig::new(64, 100, 1, 1, 512, 4);
+    assert_eq!(choice(dcgan_z.clone()), (Columns, Columns));
+    let layer = DeconvLayer::<f32, DefaultBackend>::new(&dcgan_z).unwrap();
+    assert!(matches!(layer.plan, Plan::Columns { images: 64, .. }));
+    // Depthwise: direct both ways.
+    let dw = DeconvConfig::new(8, 64, 32, 32, 64, 4)
+        .stride(2)
+        .pad(1)
+        .groups(64);
+    assert_eq!(choice(dw), (Direct, Direct));
+    // An explicit algorithm runs both passes.
+    let explicit = DeconvConfig::new(8, 21, 22, 22, 21, 4)
+        .stride(2)
+        .algorithm(Columns);
+    assert_eq!(choice(explicit), (Columns, Columns));
+}
