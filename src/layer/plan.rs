@@ -21,6 +21,9 @@ const MAX_DIRECT_GROUP_PRODUCT: usize = 16;
 /// channels) 1.9 ms against 5.2 with columns; with 128 channels and more columns win
 /// (linknet 24.5 ms against 29.2).
 const MAX_PHASE_BACKWARD_GROUP_IN: usize = 32;
+/// Fewest rows of a class GEMM for [`Algorithm::Auto`] to run the backward with phases: with
+/// one filter a class GEMM is a row (darknet-mask, 32 -> 1 channels: 5x slower than columns).
+const MIN_PHASE_BACKWARD_ROWS: usize = 64;
 /// Most input channels per group for [`Algorithm::Auto`] to choose the phase decomposition.
 const MAX_PHASE_GROUP_IN: usize = 64;
 
@@ -93,8 +96,11 @@ impl<T: Element> Plan<T> {
         if config.algorithm != Algorithm::Auto || matches!(self, Plan::Direct { .. }) {
             return None;
         }
-        let phases = PhasePlan::new(g)
-            .filter(|_| !kernel_tiles_output(g) && g.group_in() <= MAX_PHASE_BACKWARD_GROUP_IN);
+        let phases = PhasePlan::new(g).filter(|plan| {
+            !kernel_tiles_output(g)
+                && g.group_in() <= MAX_PHASE_BACKWARD_GROUP_IN
+                && plan.min_gemm_rows() >= MIN_PHASE_BACKWARD_ROWS
+        });
         match (self, phases) {
             (Plan::Columns { .. }, Some(plan)) => Some(Plan::Phases {
                 plan: Box::new(plan),

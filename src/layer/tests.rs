@@ -390,3 +390,14 @@ fn auto_chooses_per_pass() {
         .algorithm(Columns);
     assert_eq!(choice(explicit), (Columns, Columns));
 }
+
+/// Phases in the backward need class GEMMs of some height: not for one filter.
+#[test]
+fn auto_keeps_columns_backward_for_one_filter() {
+    let darknet_mask = DeconvConfig::new(8, 32, 104, 104, 1, 3).stride(2).pad(1);
+    let layer = DeconvLayer::<f32, DefaultBackend>::new(&darknet_mask).unwrap();
+    assert_eq!(
+        (layer.algorithm(), layer.backward_algorithm()),
+        (Algorithm::Columns, Algorithm::Columns)
+    );
+}
