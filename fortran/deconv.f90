@@ -31,6 +31,7 @@ module deconv
   implicit none
   private
   public :: c_float, c_double, c_int, c_size_t, c_int64_t, c_ptr, c_null_ptr, c_null_char
+  public :: c_funptr, c_funloc, c_null_funptr, c_loc
 
   ! deconv_status codes
   integer(c_int), parameter, public :: DECONV_OK = 0
@@ -45,6 +46,7 @@ module deconv
   integer(c_int), parameter, public :: DECONV_ERR_PANIC = 9
   integer(c_int), parameter, public :: DECONV_ERR_OTHER = 10
   integer(c_int), parameter, public :: DECONV_ERR_ALLOCATION = 11
+  integer(c_int), parameter, public :: DECONV_ERR_COLLECTIVE = 12
 
   ! deconv_activation codes
   integer(c_int), parameter, public :: DECONV_ACTIVATION_LOGISTIC = 0
@@ -101,6 +103,7 @@ module deconv
   integer(c_int), parameter, public :: DECONV_BUFFER_ADAM_BIASES_V = 16
   integer(c_int), parameter, public :: DECONV_BUFFER_ADAM_SCALES_M = 17
   integer(c_int), parameter, public :: DECONV_BUFFER_ADAM_SCALES_V = 18
+  integer(c_int), parameter, public :: DECONV_BUFFER_GRADIENTS = 19
 
   ! deconv_precision codes
   integer(c_int), parameter, public :: DECONV_PRECISION_F32 = 0
@@ -136,6 +139,15 @@ module deconv
     integer(c_int) :: optimizer
     real(c_double) :: beta1, beta2, epsilon
   end type deconv_update_args_f64
+
+  !> A group of ranks for data-parallel training (C deconv_collective): the rank, the size,
+  !> two bind(c) callbacks (c_funloc of an allreduce-sum and of a broadcast, see deconv.h) and
+  !> a context passed to both.
+  type, bind(c), public :: deconv_collective
+    integer(c_int) :: rank, size
+    type(c_funptr) :: allreduce_sum, broadcast
+    type(c_ptr) :: context
+  end type deconv_collective
 
   !> The header of a Darknet .weights file (C deconv_weights_header).
   type, bind(c), public :: deconv_weights_header
@@ -706,7 +718,85 @@ module deconv
       integer(c_int) :: deconv_num_threads
       integer(c_size_t), intent(out) :: threads
     end function deconv_num_threads
+
+    function deconv_data_parallel_create(layer, collective, sync_batch_norm, out) &
+        bind(c, name="deconv_data_parallel_create")
+      import
+      integer(c_int) :: deconv_data_parallel_create
+      type(c_ptr), value :: layer
+      type(deconv_collective), intent(in) :: collective
+      integer(c_int), value :: sync_batch_norm
+      type(c_ptr), intent(out) :: out
+    end function deconv_data_parallel_create
+
+    function deconv_data_parallel_free(dp) bind(c, name="deconv_data_parallel_free")
+      import
+      integer(c_int) :: deconv_data_parallel_free
+      type(c_ptr), value :: dp
+    end function deconv_data_parallel_free
+
+    function deconv_data_parallel_global_batch(dp, global_batch) &
+        bind(c, name="deconv_data_parallel_global_batch")
+      import
+      integer(c_int) :: deconv_data_parallel_global_batch
+      type(c_ptr), value :: dp
+      integer(c_size_t), intent(out) :: global_batch
+    end function deconv_data_parallel_global_batch
+
+    function deconv_data_parallel_broadcast_parameters(dp, layer, root) &
+        bind(c, name="deconv_data_parallel_broadcast_parameters")
+      import
+      integer(c_int) :: deconv_data_parallel_broadcast_parameters
+      type(c_ptr), value :: dp, layer
+      integer(c_int), value :: root
+    end function deconv_data_parallel_broadcast_parameters
+
+    function deconv_data_parallel_forward(dp, layer, input, input_len, mode) &
+        bind(c, name="deconv_data_parallel_forward")
+      import
+      integer(c_int) :: deconv_data_parallel_forward
+      type(c_ptr), value :: dp, layer
+      real(c_float), intent(in) :: input(*)
+      integer(c_size_t), value :: input_len
+      integer(c_int), value :: mode
+    end function deconv_data_parallel_forward
+
+    function deconv_data_parallel_forward_f64(dp, layer, input, input_len, mode) &
+        bind(c, name="deconv_data_parallel_forward_f64")
+      import
+      integer(c_int) :: deconv_data_parallel_forward_f64
+      type(c_ptr), value :: dp, layer
+      real(c_double), intent(in) :: input(*)
+      integer(c_size_t), value :: input_len
+      integer(c_int), value :: mode
+    end function deconv_data_parallel_forward_f64
+
+    function deconv_data_parallel_backward(dp, layer, input, input_len, input_delta, &
+        input_delta_len) bind(c, name="deconv_data_parallel_backward")
+      import
+      integer(c_int) :: deconv_data_parallel_backward
+      type(c_ptr), value :: dp, layer
+      real(c_float), intent(in) :: input(*)
+      integer(c_size_t), value :: input_len
+      type(c_ptr), value :: input_delta
+      integer(c_size_t), value :: input_delta_len
+    end function deconv_data_parallel_backward
+
+    function deconv_data_parallel_backward_f64(dp, layer, input, input_len, input_delta, &
+        input_delta_len) bind(c, name="deconv_data_parallel_backward_f64")
+      import
+      integer(c_int) :: deconv_data_parallel_backward_f64
+      type(c_ptr), value :: dp, layer
+      real(c_double), intent(in) :: input(*)
+      integer(c_size_t), value :: input_len
+      type(c_ptr), value :: input_delta
+      integer(c_size_t), value :: input_delta_len
+    end function deconv_data_parallel_backward_f64
   end interface
+  public :: deconv_data_parallel_create, deconv_data_parallel_free
+  public :: deconv_data_parallel_global_batch, deconv_data_parallel_broadcast_parameters
+  public :: deconv_data_parallel_forward, deconv_data_parallel_forward_f64
+  public :: deconv_data_parallel_backward, deconv_data_parallel_backward_f64
   public :: deconv_version
   public :: deconv_status_name
   public :: deconv_last_error

@@ -102,6 +102,11 @@ typedef enum {
    * what may be asked for); the call had no effect and the layer is unchanged.
    */
   DECONV_ERR_ALLOCATION = 11,
+  /**
+   * A collective operation of data-parallel training failed: a `deconv_collective` callback
+   * returned non-zero, or the ranks disagree (different lengths, an impossible batch).
+   */
+  DECONV_ERR_COLLECTIVE = 12,
 } deconv_status;
 
 /**
@@ -321,6 +326,12 @@ typedef enum {
    * Adam's second moment of the scales (Adam only; 0 elements without batch norm).
    */
   DECONV_BUFFER_ADAM_SCALES_V = 18,
+  /**
+   * Every accumulated gradient in one buffer: the weight updates, then the bias updates,
+   * then (with batch norm) the scale updates, `weight_count + filters (+ filters)` elements:
+   * what data-parallel training sums over the ranks in one call.
+   */
+  DECONV_BUFFER_GRADIENTS = 19,
 } deconv_buffer;
 
 /**
@@ -336,6 +347,13 @@ typedef enum {
    */
   DECONV_PRECISION_F64 = 1,
 } deconv_precision;
+
+/**
+ * An opaque handle: one layer's data-parallel training on one rank (its momentum carry and
+ * the group). Create with `deconv_data_parallel_create`, free with
+ * `deconv_data_parallel_free`; use it with the layer it was created for.
+ */
+typedef struct deconv_data_parallel deconv_data_parallel;
 
 /**
  * An opaque layer: `DeconvLayer<float or double, AnyBackend>`. Create with
@@ -593,6 +611,52 @@ typedef struct {
    */
   uint64_t seen;
 } deconv_weights_header;
+
+/**
+ * Sums `count` elements of `data` (`float`s or `double`s, as `precision` says) element by
+ * element over every rank of the group, in place, so that every rank gets the same bits; returns
+ * 0 on success, anything else on failure. With MPI:
+ * `MPI_Allreduce(MPI_IN_PLACE, data, count, precision == DECONV_PRECISION_F64 ? MPI_DOUBLE :
+ * MPI_FLOAT, MPI_SUM, comm)`.
+ */
+typedef int (*deconv_allreduce_fn)(void *data, size_t count, int precision, void *context);
+
+/**
+ * Replaces `count` elements of `data` on every rank by rank `root`'s; returns 0 on success.
+ * With MPI: `MPI_Bcast(data, count, MPI_FLOAT or MPI_DOUBLE, root, comm)`.
+ */
+typedef int (*deconv_broadcast_fn)(void *data, size_t count, int precision, int root, void *context);
+
+/**
+ * A group of ranks that sum and broadcast together, through the caller's callbacks: the
+ * transport of data-parallel training. Every rank makes the same calls in the same order.
+ *
+ * The callbacks run on the thread of the `deconv_data_parallel_*` call, or, after
+ * `deconv_set_num_threads`, on one of the library's threads while the calling thread waits:
+ * with MPI, initialize it with at least `MPI_THREAD_SERIALIZED` then.
+ */
+typedef struct {
+  /**
+   * This process's rank, `0 .. size - 1` (`MPI_Comm_rank`).
+   */
+  int rank;
+  /**
+   * The number of ranks (`MPI_Comm_size`).
+   */
+  int size;
+  /**
+   * The sum-allreduce.
+   */
+  deconv_allreduce_fn allreduce_sum;
+  /**
+   * The broadcast.
+   */
+  deconv_broadcast_fn broadcast;
+  /**
+   * Passed to both callbacks as it is (an `MPI_Comm *`, say).
+   */
+  void *context;
+} deconv_collective;
 
 #ifdef __cplusplus
 extern "C" {
@@ -1139,6 +1203,100 @@ deconv_status deconv_layer_read_weights(deconv_layer *layer, const uint8_t *data
  * writing a `deconv_config`. A `NULL` in either is an error.
  */
 deconv_status deconv_config_from_cfg(const char *cfg, size_t batch, size_t in_channels, size_t in_h, size_t in_w, deconv_config *config);
+
+/**
+ * Joins the data-parallel group `*collective` for `layer` (whose batch is this rank's part of
+ * the global batch; the parts may differ) and sets `*out` to a new handle. A collective call:
+ * every rank calls it. `sync_batch_norm` non-zero: batch norm's statistics are the global
+ * batch's on every rank (ranks stay identical, rolling statistics included); 0: each rank
+ * normalizes its own part (cheaper, not equal to one process). The collective is copied.
+ *
+ * Then, per step on every rank: `deconv_data_parallel_forward`, fill the delta,
+ * `deconv_data_parallel_backward` (the fresh gradients of all ranks summed by one allreduce,
+ * the SGD momentum carry kept apart so it is not counted once per rank), and
+ * `deconv_layer_update` with `batch = deconv_data_parallel_global_batch`.
+ *
+ * Errors: `DECONV_ERR_NULL_POINTER`, `DECONV_ERR_INVALID_PARAMETER` for a rank outside
+ * `0 .. size - 1`, `DECONV_ERR_INVALID_STATE` for a layer created with `training = 0`,
+ * `DECONV_ERR_COLLECTIVE` when a callback fails; `*out` is then `NULL`.
+ *
+ * # Safety
+ * `layer` must be `NULL` or a live handle; `collective` must be `NULL` or valid for reading,
+ * its callbacks valid to call with its `context` until the handle is freed; `out` must be
+ * `NULL` or valid for writing a pointer. `NULL`s are errors.
+ */
+deconv_status deconv_data_parallel_create(const deconv_layer *layer, const deconv_collective *collective, int sync_batch_norm, deconv_data_parallel **out);
+
+/**
+ * Frees a data-parallel handle. `NULL` is allowed (nothing happens).
+ *
+ * # Safety
+ * `dp` must be `NULL` or a live handle from `deconv_data_parallel_create`, not used afterwards.
+ */
+deconv_status deconv_data_parallel_free(deconv_data_parallel *dp);
+
+/**
+ * Sets `*global_batch` to the images of the global batch, summed over the ranks: the `batch`
+ * of `deconv_update_args` that makes every rank's step equal one process's on the whole batch.
+ *
+ * # Safety
+ * `dp` must be `NULL` or a live handle; `global_batch` must be `NULL` or valid for writing a
+ * `size_t`. `NULL`s are errors.
+ */
+deconv_status deconv_data_parallel_global_batch(deconv_data_parallel *dp, size_t *global_batch);
+
+/**
+ * Gives every rank rank `root`'s parameters and optimizer state (weights, biases, batch-norm
+ * scales and rolling statistics, the gradients, Adam's moments; not Adam's step count). A
+ * collective call, usually once after creating the layers.
+ *
+ * # Safety
+ * `dp` and `layer` must be `NULL` or live handles, `layer` the one `dp` was created for.
+ * `NULL`s are errors.
+ */
+deconv_status deconv_data_parallel_broadcast_parameters(deconv_data_parallel *dp, deconv_layer *layer, int root);
+
+/**
+ * `deconv_layer_forward` as this rank's part of the global batch: in `DECONV_MODE_TRAIN`
+ * with synchronized batch norm, a collective call (the batch statistics are the global
+ * batch's).
+ *
+ * # Safety
+ * As `deconv_layer_forward`; `dp` must be `NULL` (an error) or a live handle created for
+ * `layer`.
+ */
+deconv_status deconv_data_parallel_forward(deconv_data_parallel *dp, deconv_layer *layer, const float *input, size_t input_len, int mode);
+
+/**
+ * `deconv_data_parallel_forward` of a `double` layer.
+ *
+ * # Safety
+ * As `deconv_data_parallel_forward`, with doubles.
+ */
+deconv_status deconv_data_parallel_forward_f64(deconv_data_parallel *dp, deconv_layer *layer, const double *input, size_t input_len, int mode);
+
+/**
+ * `deconv_layer_backward` as this rank's part of the global batch, then the fresh gradients
+ * of every rank summed (one allreduce of the `DECONV_BUFFER_GRADIENTS` buffer) on top of the
+ * momentum carry: a collective call. Afterwards every rank holds the same gradients; call
+ * `deconv_layer_update` with `batch = deconv_data_parallel_global_batch`.
+ *
+ * Errors: as `deconv_layer_backward`; `DECONV_ERR_COLLECTIVE` when a callback fails (the
+ * gradients are then as before the call, the delta consumed).
+ *
+ * # Safety
+ * As `deconv_layer_backward`; `dp` must be `NULL` (an error) or a live handle created for
+ * `layer`.
+ */
+deconv_status deconv_data_parallel_backward(deconv_data_parallel *dp, deconv_layer *layer, const float *input, size_t input_len, float *input_delta, size_t input_delta_len);
+
+/**
+ * `deconv_data_parallel_backward` of a `double` layer.
+ *
+ * # Safety
+ * As `deconv_data_parallel_backward`, with doubles.
+ */
+deconv_status deconv_data_parallel_backward_f64(deconv_data_parallel *dp, deconv_layer *layer, const double *input, size_t input_len, double *input_delta, size_t input_delta_len);
 
 /**
  * Sets `*precision` to the layer's `deconv_precision` code: `DECONV_PRECISION_F32` for a layer

@@ -53,12 +53,16 @@ pub enum deconv_buffer {
     DECONV_BUFFER_ADAM_SCALES_M = 17,
     /// Adam's second moment of the scales (Adam only; 0 elements without batch norm).
     DECONV_BUFFER_ADAM_SCALES_V = 18,
+    /// Every accumulated gradient in one buffer: the weight updates, then the bias updates,
+    /// then (with batch norm) the scale updates, `weight_count + filters (+ filters)` elements:
+    /// what data-parallel training sums over the ranks in one call.
+    DECONV_BUFFER_GRADIENTS = 19,
 }
 
 use deconv_buffer::*;
 
 impl deconv_buffer {
-    pub(super) const ALL: [deconv_buffer; 19] = [
+    pub(super) const ALL: [deconv_buffer; 20] = [
         DECONV_BUFFER_WEIGHTS,
         DECONV_BUFFER_WEIGHT_UPDATES,
         DECONV_BUFFER_BIASES,
@@ -78,6 +82,7 @@ impl deconv_buffer {
         DECONV_BUFFER_ADAM_BIASES_V,
         DECONV_BUFFER_ADAM_SCALES_M,
         DECONV_BUFFER_ADAM_SCALES_V,
+        DECONV_BUFFER_GRADIENTS,
     ];
 
     pub(super) fn from_code(code: c_int) -> Res<Self> {
@@ -108,6 +113,7 @@ impl deconv_buffer {
             DECONV_BUFFER_ADAM_BIASES_V => "adam_biases_v",
             DECONV_BUFFER_ADAM_SCALES_M => "adam_scales_m",
             DECONV_BUFFER_ADAM_SCALES_V => "adam_scales_v",
+            DECONV_BUFFER_GRADIENTS => "gradients",
         }
     }
 
@@ -139,6 +145,7 @@ impl deconv_buffer {
             DECONV_BUFFER_X_NORM => layer.x_norm(),
             DECONV_BUFFER_OUTPUT => Some(layer.output()),
             DECONV_BUFFER_DELTA => Some(layer.delta()),
+            DECONV_BUFFER_GRADIENTS => Some(layer.gradients()),
             adam => {
                 let (params, second) = adam.adam().expect("the other buffers are Adam's");
                 layer
@@ -165,6 +172,7 @@ impl deconv_buffer {
             DECONV_BUFFER_X_NORM => layer.x_norm_mut(),
             DECONV_BUFFER_OUTPUT => Some(layer.output_mut()),
             DECONV_BUFFER_DELTA => Some(layer.delta_mut()),
+            DECONV_BUFFER_GRADIENTS => Some(layer.gradients_mut()),
             adam => {
                 let (params, second) = adam.adam().expect("the other buffers are Adam's");
                 layer

@@ -33,6 +33,7 @@
 //! - `buffers`: `deconv_buffer` codes, pointers to the layer's buffers, copies in and out;
 //! - `passes`: forward, backward, update, resize, bilinear init, denormalize;
 //! - `darknet`: Darknet `.weights` files and bytes, cfg sections;
+//! - `distributed`: data-parallel training through the caller's collective callbacks (MPI);
 //! - `args`: checks of pointer arguments (no C functions);
 //! - `tests`: the tests, calling the functions as C does.
 //!
@@ -55,6 +56,8 @@ mod passes;
 
 mod darknet;
 
+mod distributed;
+
 mod args;
 
 mod precision;
@@ -67,6 +70,7 @@ mod tests;
 pub use buffers::*;
 pub use config::*;
 pub use darknet::*;
+pub use distributed::*;
 pub use layer::*;
 pub use passes::*;
 pub use precision::*;

@@ -63,6 +63,8 @@ pub(super) trait Real: Element {
     fn backend(backend: AnyBackend) -> Self::Backend;
     /// The C type: `float` or `double`.
     const C_NAME: &'static str;
+    /// The `deconv_precision` code.
+    const PRECISION: deconv_precision;
     fn layer_of(any: &AnyLayer) -> Option<&LayerOf<Self>>;
     fn layer_of_mut(any: &mut AnyLayer) -> Option<&mut LayerOf<Self>>;
     fn wrap(layer: LayerOf<Self>) -> AnyLayer;
@@ -74,6 +76,7 @@ impl Real for f32 {
         backend
     }
     const C_NAME: &'static str = "float";
+    const PRECISION: deconv_precision = deconv_precision::DECONV_PRECISION_F32;
     fn layer_of(any: &AnyLayer) -> Option<&DeconvLayer<f32, AnyBackend>> {
         match any {
             AnyLayer::F32(l) => Some(l),
@@ -97,6 +100,7 @@ impl Real for f64 {
         backend
     }
     const C_NAME: &'static str = "double";
+    const PRECISION: deconv_precision = deconv_precision::DECONV_PRECISION_F64;
     fn layer_of(any: &AnyLayer) -> Option<&DeconvLayer<f64, AnyBackend>> {
         match any {
             AnyLayer::F64(l) => Some(l),

@@ -39,12 +39,15 @@ pub enum deconv_status {
     /// Memory for a buffer could not be reserved (the system refused it, or the size is beyond
     /// what may be asked for); the call had no effect and the layer is unchanged.
     DECONV_ERR_ALLOCATION = 11,
+    /// A collective operation of data-parallel training failed: a `deconv_collective` callback
+    /// returned non-zero, or the ranks disagree (different lengths, an impossible batch).
+    DECONV_ERR_COLLECTIVE = 12,
 }
 
 use deconv_status::*;
 
 impl deconv_status {
-    pub(super) const ALL: [deconv_status; 12] = [
+    pub(super) const ALL: [deconv_status; 13] = [
         DECONV_OK,
         DECONV_ERR_NULL_POINTER,
         DECONV_ERR_INVALID_PARAMETER,
@@ -57,6 +60,7 @@ impl deconv_status {
         DECONV_ERR_PANIC,
         DECONV_ERR_OTHER,
         DECONV_ERR_ALLOCATION,
+        DECONV_ERR_COLLECTIVE,
     ];
 
     fn name(self) -> &'static std::ffi::CStr {
@@ -73,6 +77,7 @@ impl deconv_status {
             DECONV_ERR_PANIC => c"DECONV_ERR_PANIC",
             DECONV_ERR_OTHER => c"DECONV_ERR_OTHER",
             DECONV_ERR_ALLOCATION => c"DECONV_ERR_ALLOCATION",
+            DECONV_ERR_COLLECTIVE => c"DECONV_ERR_COLLECTIVE",
         }
     }
 }
@@ -126,6 +131,7 @@ fn status_of(e: &Error) -> deconv_status {
         Error::InvalidParameter { .. } => DECONV_ERR_INVALID_PARAMETER,
         Error::Overflow { .. } => DECONV_ERR_OVERFLOW,
         Error::Allocation { .. } => DECONV_ERR_ALLOCATION,
+        Error::Collective { .. } => DECONV_ERR_COLLECTIVE,
         Error::BufferLength { .. } => DECONV_ERR_BUFFER_LENGTH,
         Error::GemmShape(_) => DECONV_ERR_GEMM_SHAPE,
         Error::InvalidState(_) => DECONV_ERR_INVALID_STATE,

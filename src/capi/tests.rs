@@ -614,7 +614,12 @@ fn buffers_of_batch_norm_and_adam_layers() {
     // SAFETY: (all calls) valid pointers and lengths.
     unsafe {
         assert_eq!(
-            deconv_layer_forward(layer, x.as_ptr(), x.len(), 0),
+            deconv_layer_forward(
+                layer,
+                x.as_ptr(),
+                x.len(),
+                deconv_mode::DECONV_MODE_TRAIN as c_int
+            ),
             DECONV_OK
         );
         assert_eq!(
@@ -678,7 +683,12 @@ fn buffer_pointers_are_stable_across_calls() {
     // SAFETY: (all calls) valid pointers and lengths.
     unsafe {
         assert_eq!(
-            deconv_layer_forward(layer, x.as_ptr(), x.len(), 0),
+            deconv_layer_forward(
+                layer,
+                x.as_ptr(),
+                x.len(),
+                deconv_mode::DECONV_MODE_TRAIN as c_int
+            ),
             DECONV_OK
         );
         assert_eq!(
@@ -711,7 +721,12 @@ fn own_workspace_off() {
     // SAFETY: (all calls) valid pointers and lengths.
     unsafe {
         assert_eq!(
-            deconv_layer_forward(layer, x.as_ptr(), x.len(), 0),
+            deconv_layer_forward(
+                layer,
+                x.as_ptr(),
+                x.len(),
+                deconv_mode::DECONV_MODE_TRAIN as c_int
+            ),
             DECONV_ERR_INVALID_STATE
         );
         assert_eq!(
@@ -1211,4 +1226,219 @@ fn thread_count_is_set_for_the_calls() {
     // SAFETY: null is what is tested.
     let st = unsafe { deconv_num_threads(null_mut()) };
     assert_eq!(st, DECONV_ERR_NULL_POINTER);
+}
+
+/// A C caller's collective, here a `ThreadRank` behind the context pointer.
+unsafe extern "C" fn thread_allreduce(
+    data: *mut std::ffi::c_void,
+    count: usize,
+    precision: c_int,
+    context: *mut std::ffi::c_void,
+) -> c_int {
+    use crate::distributed::{Collective, ThreadRank};
+    assert_eq!(precision, deconv_precision::DECONV_PRECISION_F32 as c_int);
+    // SAFETY: the test passes a live `ThreadRank<f32>` and `count` floats.
+    let (rank, data) = unsafe {
+        (
+            &*context.cast::<ThreadRank<f32>>(),
+            std::slice::from_raw_parts_mut(data.cast::<f32>(), count),
+        )
+    };
+    c_int::from(rank.allreduce_sum(data).is_err())
+}
+
+/// The broadcast of [`thread_allreduce`]'s collective.
+unsafe extern "C" fn thread_broadcast(
+    data: *mut std::ffi::c_void,
+    count: usize,
+    precision: c_int,
+    root: c_int,
+    context: *mut std::ffi::c_void,
+) -> c_int {
+    use crate::distributed::{Collective, ThreadRank};
+    assert_eq!(precision, deconv_precision::DECONV_PRECISION_F32 as c_int);
+    // SAFETY: as in `thread_allreduce`.
+    let (rank, data) = unsafe {
+        (
+            &*context.cast::<ThreadRank<f32>>(),
+            std::slice::from_raw_parts_mut(data.cast::<f32>(), count),
+        )
+    };
+    c_int::from(rank.broadcast(data, root as usize).is_err())
+}
+
+/// Data-parallel training through the C callbacks: 2 ranks (3 + 1 images) with synchronized
+/// batch norm agree bit for bit and equal one process on the 4 images; a failing callback is
+/// DECONV_ERR_COLLECTIVE.
+#[test]
+fn data_parallel_through_callbacks() {
+    use crate::distributed::ThreadGroup;
+    let cfg = |batch| {
+        let mut c = config(batch, 2, 4, 4, 3, 4);
+        c.stride = [2, 2];
+        c.pad = [1, 1];
+        c.batch_normalize = 1;
+        c.activation = Activation::Leaky as c_int;
+        c
+    };
+    let (inputs, outputs) = (2 * 16, 3 * 8 * 8);
+    let input = |b: usize| -> Vec<f32> {
+        (b * inputs..(b + 1) * inputs)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.1)
+            .collect()
+    };
+    let delta = |b: usize| -> Vec<f32> {
+        (b * outputs..(b + 1) * outputs)
+            .map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.05)
+            .collect()
+    };
+    // Three steps of images `first .. first + batch` of a global batch of 4.
+    let train = |layer: *mut deconv_layer, dp: *mut deconv_data_parallel, first, batch| {
+        let x: Vec<f32> = (first..first + batch).flat_map(input).collect();
+        let d: Vec<f32> = (first..first + batch).flat_map(delta).collect();
+        let mut args = std::mem::MaybeUninit::uninit();
+        // SAFETY: valid out pointer.
+        let st = unsafe { deconv_update_args_sgd(args.as_mut_ptr(), 0.1, 0.9, 0.001, 4) };
+        assert_eq!(st, DECONV_OK);
+        // SAFETY: initialized above.
+        let args = unsafe { args.assume_init() };
+        for _ in 0..3 {
+            // SAFETY: live handles and buffers of the right lengths.
+            unsafe {
+                let st = if dp.is_null() {
+                    deconv_layer_forward(
+                        layer,
+                        x.as_ptr(),
+                        x.len(),
+                        deconv_mode::DECONV_MODE_TRAIN as c_int,
+                    )
+                } else {
+                    deconv_data_parallel_forward(
+                        dp,
+                        layer,
+                        x.as_ptr(),
+                        x.len(),
+                        deconv_mode::DECONV_MODE_TRAIN as c_int,
+                    )
+                };
+                assert_eq!(st, DECONV_OK, "{}", last_error());
+                assert_eq!(
+                    deconv_layer_set(layer, DECONV_BUFFER_DELTA as c_int, d.as_ptr(), d.len()),
+                    DECONV_OK
+                );
+                let st = if dp.is_null() {
+                    deconv_layer_backward(layer, x.as_ptr(), x.len(), null_mut(), 0)
+                } else {
+                    deconv_data_parallel_backward(dp, layer, x.as_ptr(), x.len(), null_mut(), 0)
+                };
+                assert_eq!(st, DECONV_OK, "{}", last_error());
+                assert_eq!(
+                    deconv_layer_update(layer, &args),
+                    DECONV_OK,
+                    "{}",
+                    last_error()
+                );
+            }
+        }
+        let mut w = vec![0.0f32; 2 * 3 * 16];
+        // SAFETY: live handle, buffer of the weights' length.
+        let st = unsafe {
+            deconv_layer_get(
+                layer,
+                DECONV_BUFFER_WEIGHTS as c_int,
+                w.as_mut_ptr(),
+                w.len(),
+            )
+        };
+        assert_eq!(st, DECONV_OK);
+        w
+    };
+    let ranks: Vec<Vec<f32>> = std::thread::scope(|s| {
+        let handles: Vec<_> = ThreadGroup::<f32>::new(2)
+            .into_iter()
+            .enumerate()
+            .map(|(r, rank)| {
+                s.spawn(move || {
+                    let (first, batch) = if r == 0 { (0, 3) } else { (3, 1) };
+                    // Another seed on rank 1: the broadcast makes the weights rank 0's.
+                    let mut c = cfg(batch);
+                    c.seed = r as u64;
+                    let layer = create(&c);
+                    let collective = deconv_collective {
+                        rank: r as c_int,
+                        size: 2,
+                        allreduce_sum: Some(thread_allreduce),
+                        broadcast: Some(thread_broadcast),
+                        context: (&raw const rank).cast_mut().cast(),
+                    };
+                    let mut dp = null_mut();
+                    // SAFETY: live layer, valid collective and out pointer; `rank` outlives dp.
+                    let st = unsafe { deconv_data_parallel_create(layer, &collective, 1, &mut dp) };
+                    assert_eq!(st, DECONV_OK, "{}", last_error());
+                    let mut global = 0;
+                    // SAFETY: live handle, valid out pointer.
+                    let st = unsafe { deconv_data_parallel_global_batch(dp, &mut global) };
+                    assert_eq!(st, DECONV_OK);
+                    assert_eq!(global, 4);
+                    // SAFETY: live handles.
+                    let st = unsafe { deconv_data_parallel_broadcast_parameters(dp, layer, 0) };
+                    assert_eq!(st, DECONV_OK, "{}", last_error());
+                    let w = train(layer, dp, first, batch);
+                    // SAFETY: live handles, freed once.
+                    unsafe {
+                        assert_eq!(deconv_data_parallel_free(dp), DECONV_OK);
+                        free(layer);
+                    }
+                    w
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(ranks[0], ranks[1], "the ranks agree bit for bit");
+    let one = create(&cfg(4));
+    let want = train(one, null_mut(), 0, 4);
+    free(one);
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let diff = ranks[0]
+        .iter()
+        .zip(&want)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff <= 1e-6 * scale, "{diff} of {scale}");
+
+    // A callback that fails: DECONV_ERR_COLLECTIVE naming the operation.
+    unsafe extern "C" fn failing(
+        _: *mut std::ffi::c_void,
+        _: usize,
+        _: c_int,
+        _: *mut std::ffi::c_void,
+    ) -> c_int {
+        7
+    }
+    let layer = create(&cfg(2));
+    let collective = deconv_collective {
+        rank: 0,
+        size: 1,
+        allreduce_sum: Some(failing),
+        broadcast: Some(thread_broadcast),
+        context: null_mut(),
+    };
+    let mut dp = null_mut();
+    // SAFETY: live layer, valid pointers.
+    let st = unsafe { deconv_data_parallel_create(layer, &collective, 1, &mut dp) };
+    assert_eq!(st, DECONV_ERR_COLLECTIVE);
+    assert!(dp.is_null());
+    assert!(
+        last_error().contains("allreduce_sum") && last_error().contains("returned 7"),
+        "{}",
+        last_error()
+    );
+    let bad_rank = deconv_collective {
+        rank: 1,
+        ..collective
+    };
+    // SAFETY: as above.
+    let st = unsafe { deconv_data_parallel_create(layer, &bad_rank, 1, &mut dp) };
+    assert_eq!(st, DECONV_ERR_INVALID_PARAMETER);
+    free(layer);
 }
