@@ -73,8 +73,18 @@
 //! # Ok::<(), deconv::Error>(())
 //! ```
 
+#[cfg(feature = "mpi")]
+mod mpi;
 mod threads;
 
+#[cfg(feature = "mpi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mpi")))]
+pub use self::mpi::Mpi;
+/// The rsmpi crate (`mpi` 0.8) that [`Mpi`] is built on, for `initialize` and communicators
+/// of the same version.
+#[cfg(feature = "mpi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mpi")))]
+pub use ::mpi as rsmpi;
 pub use threads::{ThreadGroup, ThreadRank};
 
 use crate::alloc;
