@@ -327,7 +327,7 @@ where
             let diff = got
                 .iter()
                 .zip(want)
-                .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+                .fold(0.0f64, |m, (a, b)| m.max(distance(*a, *b)));
             if diff / scale > worst.1 {
                 worst = (name, diff / scale);
             }
@@ -349,4 +349,13 @@ where
         })?;
     }
     Ok(())
+}
+
+/// `|a - b|`, infinite where exactly one is NaN (`f64::max` would skip a NaN).
+fn distance(a: f64, b: f64) -> f64 {
+    match (a.is_nan(), b.is_nan()) {
+        (false, false) => (a - b).abs(),
+        (true, true) => 0.0,
+        _ => f64::INFINITY,
+    }
 }
