@@ -88,9 +88,9 @@
 //!   with mismatched counts. Failures inside MPI follow the communicator's error handler (by
 //!   default MPI aborts the job).
 //! - The sum goes through a scratch copy of the data kept by [`Mpi`] (one more copy of the
-//!   gradients in memory): rsmpi 0.8 has no safe `MPI_IN_PLACE`, and the copy costs little next
-//!   to the allreduce (measured by `examples/perf_mpi.rs`; figures in the README's "Training
-//!   over MPI" section).
+//!   gradients in memory): rsmpi 0.8 has no safe `MPI_IN_PLACE`, and the copy's time is small
+//!   next to a training step (measured by `examples/perf_mpi.rs`; figures in the README's
+//!   "Training over MPI" section).
 //! - MPI is called only from the thread that calls [`DataParallel`]'s methods, never from
 //!   rayon's threads: initialize MPI with `Threading::Funneled` (from the main thread) or
 //!   `Serialized`.
