@@ -2,7 +2,8 @@
 //! `benches/support/shapes.rs`) with its global batch of 16 split over the ranks. It prints:
 //! - the data-parallel step (training forward, output gradient, backward, update) on every
 //!   rank, and the allreduce's time in it as a share of the step (the gradients' one call, and
-//!   batch norm's small ones);
+//!   batch norm's small ones, waiting for the other ranks included); "cores" is how many cores
+//!   the rank may run on (its binding), "cores used" its CPU time over the steps' wall time;
 //! - one process on the whole batch with as many threads as all ranks together, timed by rank
 //!   0 while the other ranks sleep, interleaved with the data-parallel steps (the machine's
 //!   noise hits both alike);
@@ -121,6 +122,18 @@ fn config(shape: &shapes::Shape, batch: usize) -> DeconvConfig {
     .activation(shape.activation)
     .batch_normalize(shape.batch_normalize)
     .seed(1)
+}
+
+/// CPU seconds this process has used, all threads (Linux `/proc/self/stat`: utime + stime in
+/// clock ticks of 1/100 s), or `None` elsewhere.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses: utime and stime are the
+    // 14th and 15th fields of the line, the 12th and 13th after the name.
+    let mut rest = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: f64 = rest.next()?.parse().ok()?;
+    let stime: f64 = rest.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -246,9 +259,12 @@ fn run(
 
     // Interleaved: a data-parallel step on all ranks, then one process's step on rank 0.
     let (mut dp_step, mut dp_gradients, mut dp_other, mut one) = (vec![], vec![], vec![], vec![]);
+    // CPU and wall seconds of the timed data-parallel steps: the cores a rank actually used.
+    let (mut dp_cpu, mut dp_wall) = (0.0, 0.0);
     for rep in 0..=opts.reps {
         raw.barrier();
         let (g0, o0) = (timed.gradients.get(), timed.other.get());
+        let cpu0 = cpu_seconds();
         let start = Instant::now();
         dp.forward(&mut layer, &input, Mode::Train).map_err(e)?;
         let (output, delta) = layer.output_and_delta_mut();
@@ -260,6 +276,10 @@ fn run(
         let seconds = start.elapsed().as_secs_f64();
         if rep > 0 {
             // The first repetition warms up.
+            if let (Some(a), Some(b)) = (cpu0, cpu_seconds()) {
+                dp_cpu += b - a;
+                dp_wall += seconds;
+            }
             dp_step.push(seconds);
             dp_gradients.push(timed.gradients.get() - g0);
             dp_other.push(timed.other.get() - o0);
@@ -333,6 +353,7 @@ fn run(
         median(dp_step),
         median(dp_gradients),
         median(dp_other),
+        if dp_wall > 0.0 { dp_cpu / dp_wall } else { 0.0 },
     ];
     let per_rank = gather(comm, &mine);
     let way_medians: Vec<f64> = ways
@@ -363,18 +384,19 @@ fn run(
     );
     println!();
     println!(
-        "| rank | images | threads | cores | step ms | allreduce ms: gradients | batch norm | allreduce share of step |"
+        "| rank | images | threads | cores | cores used | step ms | allreduce ms: gradients | batch norm | allreduce share of step |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut slowest = 0.0f64;
     for r in 0..ranks {
-        let f = &per_rank[r * 6..][..6];
+        let f = &per_rank[r * 7..][..7];
         slowest = slowest.max(f[3]);
         println!(
-            "| {r} | {} | {} | {} | {:.2} | {:.3} | {:.3} | {:.1}% |",
+            "| {r} | {} | {} | {} | {:.2} | {:.2} | {:.3} | {:.3} | {:.1}% |",
             f[0],
             f[1],
             f[2],
+            f[6],
             ms(f[3]),
             ms(f[4]),
             ms(f[5]),
