@@ -4,8 +4,9 @@
 //! The single-node layer knows nothing of ranks. This module adds, around it:
 //! - [`Collective`], the seam to a transport: a sum-allreduce and a broadcast of `f32`/`f64`
 //!   slices, that every rank calls in the same order. Implementations: [`ThreadGroup`] (ranks
-//!   as threads of one process, for tests and for trying things without MPI), `Mpi` (feature
-//!   `mpi`, rsmpi over an MPI communicator), and from C a pair of callbacks.
+//!   as threads of one process, for tests and for trying things without MPI), [`Mpi`] (feature
+//!   `mpi`, rsmpi over an MPI communicator; see [below](#over-mpi)), and from C a pair of
+//!   callbacks.
 //! - [`DataParallel`], which runs a layer's forward and backward as one rank of the group:
 //!   - **gradients**: the layer's gradients are one contiguous buffer
 //!     ([`DeconvLayer::gradients`]); after each backward the fresh gradients of all ranks are
@@ -72,9 +73,53 @@
 //! assert_eq!(weights[0], weights[1]); // the ranks agree bit for bit
 //! # Ok::<(), deconv::Error>(())
 //! ```
+//!
+//! # Over MPI
+//! With the `mpi` feature (Open MPI or MPICH and libclang installed; Debian/Ubuntu:
+//! `apt-get install libopenmpi-dev openmpi-bin libclang-dev clang`), [`Mpi`] is the
+//! [`Collective`] of an rsmpi communicator, for ranks that are processes started by `mpirun`,
+//! on one machine or many. `examples/train_mpi.rs` is a complete job
+//! (`mpirun -np 2 target/release/examples/train_mpi`), and its checks are those a user's job
+//! can make: every rank's parameters equal rank 0's bit for bit, and the result equals one
+//! process on the global batch up to rounding.
+//! - Before each collective the ranks check, in one 8-value allreduce, that they all make the
+//!   same call (operation, element type, length, root): ranks that disagree get
+//!   [`Error::Collective`] on every rank instead of the undefined behaviour of MPI collectives
+//!   with mismatched counts. Failures inside MPI follow the communicator's error handler (by
+//!   default MPI aborts the job).
+//! - The sum goes through a scratch copy of the data kept by [`Mpi`] (one more copy of the
+//!   gradients in memory): rsmpi 0.8 has no safe `MPI_IN_PLACE`, and the copy's time is small
+//!   next to a training step (measured by `examples/perf_mpi.rs`; figures in the README's
+//!   "Training over MPI" section).
+//! - MPI is called only from the thread that calls [`DataParallel`]'s methods, never from
+//!   rayon's threads: initialize MPI with `Threading::Funneled` (from the main thread) or
+//!   `Serialized`.
+//!
+//! # Ranks and threads share the cores
+//! Each rank is a process with its own rayon pool, so a machine runs ranks x threads per rank
+//! threads: keep that at most the cores, or the threads take turns. rayon starts one thread
+//! per core the process may run on (or `RAYON_NUM_THREADS`). `mpirun` binds each rank to one
+//! core by default (Open MPI, 2 ranks or fewer; to a socket beyond), where rayon then starts one
+//! thread: right for one rank per core. For fewer ranks with several threads each, start them
+//! with `--bind-to none` (or `--map-by slot:PE=<threads>`) and set `RAYON_NUM_THREADS`; threads
+//! forced into a rank bound to one core share that core (two threads run at half speed each;
+//! the README gives the measurement).
+//!
+// Without the `mpi` feature there is no `Mpi` to link to: the links go to "Over MPI" above.
+#![cfg_attr(not(feature = "mpi"), doc = "[`Mpi`]: #over-mpi")]
 
+#[cfg(feature = "mpi")]
+mod mpi;
 mod threads;
 
+#[cfg(feature = "mpi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mpi")))]
+pub use self::mpi::Mpi;
+/// The rsmpi crate (`mpi` 0.8) that [`Mpi`] is built on, for `initialize` and communicators
+/// of the same version.
+#[cfg(feature = "mpi")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mpi")))]
+pub use ::mpi as rsmpi;
 pub use threads::{ThreadGroup, ThreadRank};
 
 use crate::alloc;
