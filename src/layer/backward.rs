@@ -318,8 +318,14 @@ impl<T: Element, B: Gemm<T>> ImageBackward<'_, T, B> {
         let k = x.len() / g.inputs();
         if k > 1 && self.batched {
             if let Some(bn) = self.bn {
-                for (i, delta) in delta.chunks_mut(g.outputs()).enumerate() {
-                    bn.backward_image(delta, b + i, g.out_area(), parallel);
+                // Parallel over the images, not over each small image's channels (as below).
+                let one = |(i, delta): (usize, &mut [T])| {
+                    bn.backward_image(delta, b + i, g.out_area(), false);
+                };
+                if parallel {
+                    delta.par_chunks_mut(g.outputs()).enumerate().for_each(one);
+                } else {
+                    delta.chunks_mut(g.outputs()).enumerate().for_each(one);
                 }
             }
             return self.run_batched(x, delta, dx, dw, workspace, parallel);
@@ -361,13 +367,29 @@ impl<T: Element, B: Gemm<T>> ImageBackward<'_, T, B> {
         let xb = &mut rest[..cg * width];
         let window = g.window();
         for grp in 0..g.groups() {
-            for (i, delta) in delta.chunks(g.outputs()).enumerate() {
-                let planes = &delta[grp * ng * ohw..][..ng * ohw];
-                let layout = ColLayout {
-                    ld: width,
-                    offset: i * hw,
-                };
-                im2col_band(planes, &window, 0..g.in_h(), cols, layout, parallel)?;
+            // Channel by channel (its `taps` rows of `cols`), each image's columns in turn:
+            // one parallel dispatch for the unit, where one per image spent more time
+            // dispatching than copying the planes of small images.
+            let taps = g.taps();
+            let channel = |(ch, cols): (usize, &mut [T])| -> Result<()> {
+                for (i, delta) in delta.chunks(g.outputs()).enumerate() {
+                    let plane = &delta[(grp * ng + ch) * ohw..][..ohw];
+                    let layout = ColLayout {
+                        ld: width,
+                        offset: i * hw,
+                    };
+                    im2col_band(plane, &window, 0..g.in_h(), cols, layout, false)?;
+                }
+                Ok(())
+            };
+            if parallel {
+                cols[..rows * width]
+                    .par_chunks_mut(taps * width)
+                    .enumerate()
+                    .try_for_each(channel)?;
+            } else {
+                let cols = cols[..rows * width].chunks_mut(taps * width);
+                cols.enumerate().try_for_each(channel)?;
             }
             gather_images(x, g.inputs(), grp * cg * hw, cg, hw, xb);
             let wrange = grp * cg * rows..(grp + 1) * cg * rows;

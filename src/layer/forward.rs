@@ -9,7 +9,7 @@ use crate::batchnorm::Synced;
 use crate::config::Geometry;
 use crate::element::Element;
 use crate::error::{Error, Result, check_len, check_len_at_least};
-use crate::im2col::{ColLayout, col2im_then};
+use crate::im2col::{ColLayout, Taps, col2im_plane, col2im_then};
 use rayon::iter::Either;
 use rayon::prelude::*;
 
@@ -199,6 +199,9 @@ fn plane_stats<T: Element>(plane: &[T]) -> (T, T) {
     (mean, crate::reduce::sum_sq_dev(plane, mean))
 }
 
+/// Images per block of the batched column plan's col2im: 16 `f32` columns are one cache line.
+const IMAGE_BLOCK: usize = 16;
+
 impl<T: Element, B: Gemm<T>> ImageForward<'_, T, B> {
     /// A unit of images, `x` and `out` holding one or more: through one GEMM (per group) where
     /// the plan batches images, else one after the other. `parallel`: split the GEMM and col2im
@@ -263,40 +266,51 @@ impl<T: Element, B: Gemm<T>> ImageForward<'_, T, B> {
             );
             let c = MatMut::new(cols, rows, width, width)?;
             gemm_on(self.backend, parallel, T::one(), a, b, T::zero(), c)?;
-            for (i, out) in out.chunks_mut(g.outputs()).enumerate() {
-                let out = &mut out[grp * ng * ohw..][..ng * ohw];
-                let layout = ColLayout {
-                    ld: width,
-                    offset: i * hw,
-                };
-                if per_image == 0 {
-                    let mut none = vec![(); ng]; // zero-sized: no allocation
-                    col2im_then(
-                        cols,
-                        layout,
-                        &window,
-                        out,
-                        parallel,
-                        &mut none,
-                        |ch, plane, _| {
+            // Each image's col2im from its block of columns, by blocks of images: channel by
+            // channel, the images of a block in turn, so that the block's columns of a row
+            // (adjacent) are read together. Image by image, each tap of a 1-pixel image read
+            // its own cache line of `cols` (dcgan-z: 4 of its 6 ms). Blocks run in parallel.
+            let cols = &*cols;
+            let table = Taps::new(&window);
+            let taps = g.taps();
+            let block = |b: usize, out: &mut [T], stats: &mut [(T, T)]| {
+                for ch in 0..ng {
+                    let col = &cols[ch * taps * width..];
+                    for (j, out) in out.chunks_mut(g.outputs()).enumerate() {
+                        let plane = &mut out[(grp * ng + ch) * ohw..][..ohw];
+                        let first = (b * IMAGE_BLOCK + j) * hw;
+                        col2im_plane(&col[first..], width, &window, &table, plane);
+                        if per_image == 0 {
                             if let Some(epilogue) = &self.epilogue {
                                 epilogue.apply(grp * ng + ch, plane);
                             }
-                        },
-                    )?;
-                } else {
-                    let stats = &mut stats[i * per_image + grp * ng..][..ng];
-                    col2im_then(
-                        cols,
-                        layout,
-                        &window,
-                        out,
-                        parallel,
-                        stats,
-                        |_, plane, s| {
-                            *s = plane_stats(plane);
-                        },
-                    )?;
+                        } else {
+                            stats[j * per_image + grp * ng + ch] = plane_stats(plane);
+                        }
+                    }
+                }
+            };
+            let outs = IMAGE_BLOCK * g.outputs();
+            match (parallel, per_image) {
+                (true, 0) => out
+                    .par_chunks_mut(outs)
+                    .enumerate()
+                    .for_each(|(b, out)| block(b, out, &mut [])),
+                (true, _) => out
+                    .par_chunks_mut(outs)
+                    .zip(stats.par_chunks_mut(IMAGE_BLOCK * per_image))
+                    .enumerate()
+                    .for_each(|(b, (out, stats))| block(b, out, stats)),
+                (false, 0) => {
+                    for (b, out) in out.chunks_mut(outs).enumerate() {
+                        block(b, out, &mut []);
+                    }
+                }
+                (false, _) => {
+                    let stats = stats.chunks_mut(IMAGE_BLOCK * per_image);
+                    for (b, (out, stats)) in out.chunks_mut(outs).zip(stats).enumerate() {
+                        block(b, out, stats);
+                    }
                 }
             }
         }

@@ -401,3 +401,91 @@ fn auto_keeps_columns_backward_for_one_filter() {
         (Algorithm::Columns, Algorithm::Columns)
     );
 }
+
+/// The column plan with small images batched into one GEMM (blocks of `IMAGE_BLOCK` images in
+/// col2im, channel-major im2col, the 1x1 fast paths) against the same plan one image at a time:
+/// batches past two blocks, 1x1 and larger images, groups, batch norm in training and inference,
+/// on one thread and two. Whole numbers without batch norm: the same bits; with it, within
+/// `f64` rounding (the weight gradient's sums run in another order).
+#[test]
+fn batched_images_match_one_at_a_time() {
+    use rand::RngExt;
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut case = 0;
+    while case < 24 {
+        let groups = rng.random_range(1..=2);
+        let side = [1, 1, 2, 3][case % 4];
+        let kernel = rng.random_range(1..=4);
+        let stride = rng.random_range(1..=3);
+        let bn = case % 3 != 0;
+        let config = DeconvConfig::new(
+            [17, 33, 40][case % 3],
+            groups * rng.random_range(1..=3),
+            side,
+            side + (case / 4) % 2,
+            groups * rng.random_range(1..=3),
+            kernel,
+        )
+        .stride(stride)
+        .pad(rng.random_range(0..kernel))
+        .groups(groups)
+        .batch_normalize(bn)
+        .activation(if bn {
+            Activation::Leaky
+        } else {
+            Activation::Linear
+        })
+        .algorithm(Algorithm::Columns)
+        .seed(case as u64);
+        if config.geometry().is_err() {
+            continue; // padding that leaves no output: another draw
+        }
+        let threads = 1 + case % 2;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let run = |images: usize| -> Vec<f64> {
+            pool.install(|| {
+                let mut layer = DeconvLayer::<f64, DefaultBackend>::new(&config).unwrap();
+                let g = *layer.geometry();
+                if images == 1 {
+                    layer.plan = Plan::Columns {
+                        tiles: None,
+                        images: 1,
+                    };
+                } else {
+                    assert!(matches!(layer.plan, Plan::Columns { images: m, .. } if m == images));
+                }
+                let input: Vec<f64> = whole(g.batch() * g.inputs(), case);
+                let mut all = layer.forward(&input, Mode::Train).unwrap().to_vec();
+                layer
+                    .delta_mut()
+                    .copy_from_slice(&whole(g.batch() * g.outputs(), 3));
+                let mut dx = vec![0.0; input.len()];
+                layer.backward(&input, Some(&mut dx)).unwrap();
+                all.extend(dx);
+                all.extend(layer.gradients());
+                all.extend(layer.forward(&input, Mode::Inference).unwrap());
+                all
+            })
+        };
+        let g = config.geometry().unwrap();
+        let batched = super::plan::batched_images(&g);
+        assert!(batched > 16, "case {case}: {batched} images per GEMM");
+        let (one, many) = (run(1), run(batched));
+        assert_eq!(one.len(), many.len());
+        for (i, (a, b)) in one.iter().zip(&many).enumerate() {
+            let close = if bn {
+                (a - b).abs() <= 1e-12 * a.abs().max(1.0)
+            } else {
+                a.to_bits() == b.to_bits()
+            };
+            assert!(
+                close,
+                "case {case} ({config:?}, {threads} threads): value {i}: {a} vs {b}"
+            );
+        }
+        case += 1;
+    }
+}
