@@ -199,7 +199,8 @@ fn plane_stats<T: Element>(plane: &[T]) -> (T, T) {
     (mean, crate::reduce::sum_sq_dev(plane, mean))
 }
 
-/// Images per block of the batched column plan's col2im: 16 `f32` columns are one cache line.
+/// Images per block (at most) of the batched column plan's col2im: 16 `f32` columns are one
+/// cache line.
 const IMAGE_BLOCK: usize = 16;
 
 impl<T: Element, B: Gemm<T>> ImageForward<'_, T, B> {
@@ -273,12 +274,19 @@ impl<T: Element, B: Gemm<T>> ImageForward<'_, T, B> {
             let cols = &*cols;
             let table = Taps::new(&window);
             let taps = g.taps();
+            // Smaller blocks where a unit's images would not give every thread one.
+            let images = if parallel {
+                k.div_ceil(rayon::current_num_threads())
+                    .clamp(1, IMAGE_BLOCK)
+            } else {
+                IMAGE_BLOCK
+            };
             let block = |b: usize, out: &mut [T], stats: &mut [(T, T)]| {
                 for ch in 0..ng {
                     let col = &cols[ch * taps * width..];
                     for (j, out) in out.chunks_mut(g.outputs()).enumerate() {
                         let plane = &mut out[(grp * ng + ch) * ohw..][..ohw];
-                        let first = (b * IMAGE_BLOCK + j) * hw;
+                        let first = (b * images + j) * hw;
                         col2im_plane(&col[first..], width, &window, &table, plane);
                         if per_image == 0 {
                             if let Some(epilogue) = &self.epilogue {
@@ -290,7 +298,7 @@ impl<T: Element, B: Gemm<T>> ImageForward<'_, T, B> {
                     }
                 }
             };
-            let outs = IMAGE_BLOCK * g.outputs();
+            let outs = images * g.outputs();
             match (parallel, per_image) {
                 (true, 0) => out
                     .par_chunks_mut(outs)
@@ -298,7 +306,7 @@ impl<T: Element, B: Gemm<T>> ImageForward<'_, T, B> {
                     .for_each(|(b, out)| block(b, out, &mut [])),
                 (true, _) => out
                     .par_chunks_mut(outs)
-                    .zip(stats.par_chunks_mut(IMAGE_BLOCK * per_image))
+                    .zip(stats.par_chunks_mut(images * per_image))
                     .enumerate()
                     .for_each(|(b, (out, stats))| block(b, out, stats)),
                 (false, 0) => {
@@ -307,7 +315,7 @@ impl<T: Element, B: Gemm<T>> ImageForward<'_, T, B> {
                     }
                 }
                 (false, _) => {
-                    let stats = stats.chunks_mut(IMAGE_BLOCK * per_image);
+                    let stats = stats.chunks_mut(images * per_image);
                     for (b, (out, stats)) in out.chunks_mut(outs).zip(stats).enumerate() {
                         block(b, out, stats);
                     }
