@@ -457,6 +457,9 @@ fn batched_images_match_one_at_a_time() {
                 } else {
                     assert!(matches!(layer.plan, Plan::Columns { images: m, .. } if m == images));
                 }
+                let weights = whole(g.weight_count(), 1);
+                layer.weights_mut().copy_from_slice(&weights);
+                layer.biases_mut().copy_from_slice(&whole(g.filters(), 5));
                 let input: Vec<f64> = whole(g.batch() * g.inputs(), case);
                 let mut all = layer.forward(&input, Mode::Train).unwrap().to_vec();
                 layer
