@@ -84,6 +84,8 @@ type Call = [i64; 4];
 
 const ALLREDUCE_SUM: i64 = 1;
 const BROADCAST: i64 = 2;
+/// An allreduce whose rank could not reserve its scratch copy.
+const NO_SCRATCH: i64 = 3;
 
 /// The element types summed here, each with its scratch buffer.
 trait Scratch: Element + Equivalence {
@@ -141,6 +143,7 @@ impl Mpi {
         let field = |i: usize, v: i64| match (i, v) {
             (0, ALLREDUCE_SUM) => "allreduce_sum".to_string(),
             (0, BROADCAST) => "broadcast".to_string(),
+            (0, NO_SCRATCH) => "allreduce_sum without memory for its copy".to_string(),
             (1, 4) => "f32".to_string(),
             (1, 8) => "f64".to_string(),
             (2, v) => format!("{v} values"),
@@ -173,22 +176,33 @@ impl Mpi {
 
     fn sum<T: Scratch>(&self, data: &mut [T]) -> Result<()> {
         const OP: &str = "allreduce_sum";
-        self.agree(
-            OP,
-            [ALLREDUCE_SUM, size_of::<T>() as i64, data.len() as i64, 0],
-        )?;
+        let mut scratch = T::scratch(self).borrow_mut();
+        scratch.clear();
+        // Reserved before the ranks compare their calls, so that a rank that cannot have it
+        // makes every rank return an error instead of leaving them waiting in MPI.
+        let reserved = if self.size == 1 {
+            Ok(())
+        } else {
+            scratch.try_reserve(data.len())
+        };
+        let operation = if reserved.is_ok() {
+            ALLREDUCE_SUM
+        } else {
+            NO_SCRATCH
+        };
+        let call = [operation, size_of::<T>() as i64, data.len() as i64, 0];
+        let agreed = self.agree(OP, call);
+        if reserved.is_err() {
+            return Err(Error::Allocation {
+                what: "MPI allreduce scratch",
+                bytes: size_of_val(data) as u64,
+            });
+        }
+        agreed?;
         Self::count(OP, data.len())?;
         if self.size == 1 || data.is_empty() {
             return Ok(());
         }
-        let mut scratch = T::scratch(self).borrow_mut();
-        scratch.clear();
-        scratch
-            .try_reserve(data.len())
-            .map_err(|_| Error::Allocation {
-                what: "MPI allreduce scratch",
-                bytes: size_of_val(data) as u64,
-            })?;
         scratch.extend_from_slice(data);
         self.comm
             .all_reduce_into(&scratch[..], data, SystemOperation::sum());
