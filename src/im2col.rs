@@ -590,7 +590,7 @@ pub(crate) fn im2col_band<T: Element>(
 
 multiversion! {
 /// One channel of [`im2col_band`]: its `kh*kw` rows of `col`, `ld` apart.
-fn im2col_plane<T: Element>(
+pub(crate) fn im2col_plane<T: Element>(
     plane: &[T],
     window: &Window,
     table: &Taps,

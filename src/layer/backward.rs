@@ -13,7 +13,7 @@ use crate::config::Geometry;
 use crate::direct::DirectPlan;
 use crate::element::Element;
 use crate::error::{Error, Result, check_len, check_len_at_least};
-use crate::im2col::{ColLayout, im2col_band, im2col_with};
+use crate::im2col::{ColLayout, Taps, im2col_band, im2col_plane, im2col_with};
 use crate::phase::PhasePlan;
 use crate::simd::multiversion;
 use crate::transpose::{skewed_ld, transpose};
@@ -368,28 +368,29 @@ impl<T: Element, B: Gemm<T>> ImageBackward<'_, T, B> {
         let window = g.window();
         for grp in 0..g.groups() {
             // Channel by channel (its `taps` rows of `cols`), each image's columns in turn:
-            // one parallel dispatch for the unit, where one per image spent more time
-            // dispatching than copying the planes of small images.
-            let taps = g.taps();
-            let channel = |(ch, cols): (usize, &mut [T])| -> Result<()> {
+            // one parallel dispatch for the unit, and one tap table, where a dispatch (or an
+            // im2col call) per image cost more than copying the planes of small images.
+            let table = Taps::new(&window);
+            let channel = |(ch, cols): (usize, &mut [T])| {
                 for (i, delta) in delta.chunks(g.outputs()).enumerate() {
                     let plane = &delta[(grp * ng + ch) * ohw..][..ohw];
-                    let layout = ColLayout {
-                        ld: width,
-                        offset: i * hw,
-                    };
-                    im2col_band(plane, &window, 0..g.in_h(), cols, layout, false)?;
+                    im2col_plane(
+                        plane,
+                        &window,
+                        &table,
+                        0..g.in_h(),
+                        &mut cols[i * hw..],
+                        width,
+                    );
                 }
-                Ok(())
             };
+            let per_channel = g.taps() * width;
             if parallel {
-                cols[..rows * width]
-                    .par_chunks_mut(taps * width)
+                cols.par_chunks_mut(per_channel)
                     .enumerate()
-                    .try_for_each(channel)?;
+                    .for_each(channel);
             } else {
-                let cols = cols[..rows * width].chunks_mut(taps * width);
-                cols.enumerate().try_for_each(channel)?;
+                cols.chunks_mut(per_channel).enumerate().for_each(channel);
             }
             gather_images(x, g.inputs(), grp * cg * hw, cg, hw, xb);
             let wrange = grp * cg * rows..(grp + 1) * cg * rows;
