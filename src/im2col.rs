@@ -381,6 +381,110 @@ pub(crate) fn col2im_plane<T: Element>(
 }
 }
 
+multiversion! {
+/// [`col2im_plane`] of `kb` images at once, their columns interleaved (the images' pixels
+/// side by side, image innermost): entry `(tap, pixel)` of image `j` is
+/// `col[tap * ld + pixel * images + j]`, for `j < kb <= images`. Writes into `acc` the
+/// `out_h * out_w` runs of `kb` sums, pixel-major (each tap adds `kb` contiguous values, where
+/// one image's small plane would give short strided rows).
+pub(crate) fn col2im_interleaved<T: Element>(
+    col: &[T],
+    ld: usize,
+    images: usize,
+    kb: usize,
+    window: &Window,
+    table: &Taps,
+    acc: &mut [T],
+) {
+    // A constant run length unrolls into whole vectors.
+    match kb {
+        16 => interleaved_sums::<T, 16>(col, ld, images, window, table, acc),
+        8 => interleaved_sums::<T, 8>(col, ld, images, window, table, acc),
+        4 => interleaved_sums::<T, 4>(col, ld, images, window, table, acc),
+        _ => interleaved_sums_any(col, ld, images, kb, window, table, acc),
+    }
+}
+}
+
+/// [`col2im_interleaved`] with `KB` images.
+#[inline(always)]
+fn interleaved_sums<T: Element, const KB: usize>(
+    col: &[T],
+    ld: usize,
+    images: usize,
+    window: &Window,
+    table: &Taps,
+    acc: &mut [T],
+) {
+    acc.fill(T::zero());
+    let [kh, kw] = window.kernel;
+    let w = window.small[1];
+    let out_w = window.big[1];
+    let [sh, sw] = window.stride;
+    for ki in 0..kh {
+        let (rows, y0) = table.valid(window, 0, ki);
+        for kj in 0..kw {
+            let (xs, x0) = table.valid(window, 1, kj);
+            if xs.is_empty() {
+                continue;
+            }
+            let tap = &col[(ki * kw + kj) * ld..];
+            for (n, iy) in rows.clone().enumerate() {
+                let o0 = (y0 + n * sh) * out_w + x0;
+                for (m, ix) in xs.clone().enumerate() {
+                    let src: &[T; KB] = tap[(iy * w + ix) * images..][..KB]
+                        .try_into()
+                        .expect("KB elements");
+                    let dst: &mut [T; KB] = (&mut acc[(o0 + m * sw) * KB..][..KB])
+                        .try_into()
+                        .expect("KB elements");
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        *d += s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`col2im_interleaved`] for any `kb`.
+#[inline(always)]
+fn interleaved_sums_any<T: Element>(
+    col: &[T],
+    ld: usize,
+    images: usize,
+    kb: usize,
+    window: &Window,
+    table: &Taps,
+    acc: &mut [T],
+) {
+    acc.fill(T::zero());
+    let [kh, kw] = window.kernel;
+    let w = window.small[1];
+    let out_w = window.big[1];
+    let [sh, sw] = window.stride;
+    for ki in 0..kh {
+        let (rows, y0) = table.valid(window, 0, ki);
+        for kj in 0..kw {
+            let (xs, x0) = table.valid(window, 1, kj);
+            if xs.is_empty() {
+                continue;
+            }
+            let tap = &col[(ki * kw + kj) * ld..];
+            for (n, iy) in rows.clone().enumerate() {
+                let o0 = (y0 + n * sh) * out_w + x0;
+                for (m, ix) in xs.clone().enumerate() {
+                    let src = &tap[(iy * w + ix) * images..][..kb];
+                    let dst = &mut acc[(o0 + m * sw) * kb..][..kb];
+                    for (d, &s) in dst.iter_mut().zip(src) {
+                        *d += s;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `dst[S * i] += src[i]` for every `i` of `src` (`dst` long enough), with the stride a
 /// constant so that the loop vectorizes.
 #[inline(always)]
@@ -740,6 +844,34 @@ mod tests {
             let mut got_cols = vec![f64::NAN; channels * taps * hw];
             im2col(&planes_in, &w, &mut got_cols).unwrap();
             assert_eq!(got_cols, expect_cols, "im2col {w:?}");
+        }
+    }
+
+    #[test]
+    fn interleaved_col2im_matches_one_plane_at_a_time() {
+        // Blocks of 16, 8 and 4 images (the unrolled runs) and 3 (any length), at an offset
+        // inside 19 interleaved images.
+        let images = 19;
+        for w in windows() {
+            let taps = w.kernel[0] * w.kernel[1];
+            let (hw, plane) = (w.small[0] * w.small[1], w.big[0] * w.big[1]);
+            let ld = hw * images + 5;
+            let cols: Vec<f32> = (0..taps * ld).map(|i| (i % 17) as f32 - 8.0).collect();
+            let table = Taps::new(&w);
+            for (first, kb) in [(0, 16), (2, 8), (11, 4), (16, 3)] {
+                let mut acc = vec![f32::NAN; plane * kb];
+                col2im_interleaved(&cols[first..], ld, images, kb, &w, &table, &mut acc);
+                for j in 0..kb {
+                    // Image `first + j` alone: its tap rows, pixel by pixel.
+                    let own: Vec<f32> = (0..taps * hw)
+                        .map(|i| cols[(i / hw) * ld + (i % hw) * images + first + j])
+                        .collect();
+                    let mut expect = vec![f32::NAN; plane];
+                    col2im_plane(&own, hw, &w, &table, &mut expect);
+                    let got: Vec<f32> = (0..plane).map(|p| acc[p * kb + j]).collect();
+                    assert_eq!(got, expect, "{w:?}, image {} of a block of {kb}", first + j);
+                }
+            }
         }
     }
 

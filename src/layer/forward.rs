@@ -9,7 +9,8 @@ use crate::batchnorm::Synced;
 use crate::config::Geometry;
 use crate::element::Element;
 use crate::error::{Error, Result, check_len, check_len_at_least};
-use crate::im2col::{ColLayout, Taps, col2im_plane, col2im_then};
+use crate::im2col::{ColLayout, Taps, col2im_interleaved, col2im_plane, col2im_then};
+use crate::transpose::transpose;
 use rayon::iter::Either;
 use rayon::prelude::*;
 
@@ -202,6 +203,9 @@ fn plane_stats<T: Element>(plane: &[T]) -> (T, T) {
 /// Images per block (at most) of the batched column plan's col2im: 16 `f32` columns are one
 /// cache line.
 const IMAGE_BLOCK: usize = 16;
+/// Fewest images per block for the batched column plan to interleave them (see
+/// [`ImageForward::run_batched`]).
+const MIN_INTERLEAVED_IMAGES: usize = 4;
 
 impl<T: Element, B: Gemm<T>> ImageForward<'_, T, B> {
     /// A unit of images, `x` and `out` holding one or more: through one GEMM (per group) where
@@ -256,9 +260,36 @@ impl<T: Element, B: Gemm<T>> ImageForward<'_, T, B> {
         let (cols, rest) = ws.split_at_mut(rows * width);
         let xb = &mut rest[..cg * width];
         let window = g.window();
+        let table = Taps::new(&window);
+        let taps = g.taps();
         let per_image = if stats.is_empty() { 0 } else { g.filters() };
+        // The col2im goes by blocks of images, which run in parallel: smaller blocks where a
+        // unit's images would not give every thread one.
+        let images = if parallel {
+            k.div_ceil(rayon::current_num_threads())
+                .clamp(1, IMAGE_BLOCK)
+        } else {
+            IMAGE_BLOCK
+        };
+        let blocks = k.div_ceil(images);
+        // With enough images per block, their pixels go side by side (image innermost): col2im
+        // then adds runs of a block's images, where one small plane has short strided rows
+        // (dcgan-4, 4x4 images: col2im took 31% of the forward). A block's sums take
+        // `images * out_h * out_w` elements of the gathered input's room, free after the GEMM.
+        let interleave =
+            images.min(k) >= MIN_INTERLEAVED_IMAGES && blocks * images * ohw <= xb.len();
+        // Room per block for its sums (unused without interleaving).
+        let acc_len = if interleave {
+            images * ohw
+        } else {
+            xb.len() / blocks
+        };
         for grp in 0..g.groups() {
-            gather_images(x, g.inputs(), grp * cg * hw, cg, hw, xb);
+            if interleave {
+                interleave_images(x, g.inputs(), grp * cg * hw, cg, hw, xb);
+            } else {
+                gather_images(x, g.inputs(), grp * cg * hw, cg, hw, xb);
+            }
             let w = &self.weights[grp * cg * rows..][..cg * rows];
             // cols (rows x k*hw) = W_g^T (rows x cg) * xb (cg x k*hw)
             let (a, b) = (
@@ -267,59 +298,70 @@ impl<T: Element, B: Gemm<T>> ImageForward<'_, T, B> {
             );
             let c = MatMut::new(cols, rows, width, width)?;
             gemm_on(self.backend, parallel, T::one(), a, b, T::zero(), c)?;
-            // Each image's col2im from its block of columns, by blocks of images: channel by
-            // channel, the images of a block in turn, so that the block's columns of a row
-            // (adjacent) are read together. Image by image, each tap of a 1-pixel image read
-            // its own cache line of `cols` (dcgan-z: 4 of its 6 ms). Blocks run in parallel.
             let cols = &*cols;
-            let table = Taps::new(&window);
-            let taps = g.taps();
-            // Smaller blocks where a unit's images would not give every thread one.
-            let images = if parallel {
-                k.div_ceil(rayon::current_num_threads())
-                    .clamp(1, IMAGE_BLOCK)
-            } else {
-                IMAGE_BLOCK
+            // Bias and activation, or the statistics, of image `j` of a block, channel `ch`.
+            let finish = |j: usize, ch: usize, plane: &mut [T], stats: &mut [(T, T)]| {
+                if per_image == 0 {
+                    if let Some(epilogue) = &self.epilogue {
+                        epilogue.apply(grp * ng + ch, plane);
+                    }
+                } else {
+                    stats[j * per_image + grp * ng + ch] = plane_stats(plane);
+                }
             };
-            let block = |b: usize, out: &mut [T], stats: &mut [(T, T)]| {
+            let block = |b: usize, out: &mut [T], acc: &mut [T], stats: &mut [(T, T)]| {
+                let kb = out.len() / g.outputs();
+                if interleave {
+                    // Per channel, the block's sums (pixel-major) transposed into its planes.
+                    let acc = &mut acc[..ohw * kb];
+                    for ch in 0..ng {
+                        let col = &cols[ch * taps * width + b * images..];
+                        col2im_interleaved(col, width, k, kb, &window, &table, acc);
+                        let planes = &mut out[(grp * ng + ch) * ohw..];
+                        transpose(acc, ohw, kb, kb, planes, g.outputs());
+                        for j in 0..kb {
+                            finish(j, ch, &mut planes[j * g.outputs()..][..ohw], stats);
+                        }
+                    }
+                    return;
+                }
+                // Channel by channel, the images of the block in turn, so that the block's
+                // columns of a row (adjacent) are read together. Image by image, each tap of a
+                // 1-pixel image read its own cache line of `cols` (dcgan-z: 4 of its 6 ms).
                 for ch in 0..ng {
                     let col = &cols[ch * taps * width..];
-                    for (j, out) in out.chunks_mut(g.outputs()).enumerate() {
-                        let plane = &mut out[(grp * ng + ch) * ohw..][..ohw];
+                    for j in 0..kb {
+                        let plane = &mut out[j * g.outputs() + (grp * ng + ch) * ohw..][..ohw];
                         let first = (b * images + j) * hw;
                         col2im_plane(&col[first..], width, &window, &table, plane);
-                        if per_image == 0 {
-                            if let Some(epilogue) = &self.epilogue {
-                                epilogue.apply(grp * ng + ch, plane);
-                            }
-                        } else {
-                            stats[j * per_image + grp * ng + ch] = plane_stats(plane);
-                        }
+                        finish(j, ch, plane, stats);
                     }
                 }
             };
             let outs = images * g.outputs();
-            match (parallel, per_image) {
-                (true, 0) => out
-                    .par_chunks_mut(outs)
+            let stats_len = images * per_image;
+            if parallel {
+                let stats = if per_image == 0 {
+                    Either::Left((0..blocks).into_par_iter().map(|_| &mut [][..]))
+                } else {
+                    Either::Right(stats.par_chunks_mut(stats_len))
+                };
+                out.par_chunks_mut(outs)
+                    .zip(xb.par_chunks_mut(acc_len))
+                    .zip(stats)
                     .enumerate()
-                    .for_each(|(b, out)| block(b, out, &mut [])),
-                (true, _) => out
-                    .par_chunks_mut(outs)
-                    .zip(stats.par_chunks_mut(images * per_image))
+                    .for_each(|(b, ((out, acc), stats))| block(b, out, acc, stats));
+            } else {
+                let stats = if per_image == 0 {
+                    Either::Left((0..blocks).map(|_| &mut [][..]))
+                } else {
+                    Either::Right(stats.chunks_mut(stats_len))
+                };
+                out.chunks_mut(outs)
+                    .zip(xb.chunks_mut(acc_len))
+                    .zip(stats)
                     .enumerate()
-                    .for_each(|(b, (out, stats))| block(b, out, stats)),
-                (false, 0) => {
-                    for (b, out) in out.chunks_mut(outs).enumerate() {
-                        block(b, out, &mut []);
-                    }
-                }
-                (false, _) => {
-                    let stats = stats.chunks_mut(images * per_image);
-                    for (b, (out, stats)) in out.chunks_mut(outs).zip(stats).enumerate() {
-                        block(b, out, stats);
-                    }
-                }
+                    .for_each(|(b, ((out, acc), stats))| block(b, out, acc, stats));
             }
         }
         Ok(())
@@ -417,5 +459,20 @@ pub(super) fn gather_images<T: Element>(
         for (row, plane) in xb.chunks_mut(width).zip(planes) {
             row[i * hw..][..hw].copy_from_slice(plane);
         }
+    }
+}
+
+/// [`gather_images`] with the images innermost: `xb[c][p * k + i]` for the `k` images in `x`.
+pub(super) fn interleave_images<T: Element>(
+    x: &[T],
+    inputs: usize,
+    first_at: usize,
+    channels: usize,
+    hw: usize,
+    xb: &mut [T],
+) {
+    let k = x.len() / inputs;
+    for (c, row) in xb.chunks_mut(k * hw).take(channels).enumerate() {
+        transpose(&x[first_at + c * hw..], k, hw, inputs, row, k);
     }
 }

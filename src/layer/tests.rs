@@ -419,7 +419,9 @@ fn batched_images_match_one_at_a_time() {
         let stride = rng.random_range(1..=3);
         let bn = case % 3 != 0;
         let config = DeconvConfig::new(
-            [17, 33, 40][case % 3],
+            // Blocks of 16, 8, 4 and other counts of images, interleaved or not (5 images on 2
+            // threads: blocks of 3).
+            [5, 17, 36, 40][(case + case / 4) % 4],
             groups * rng.random_range(1..=3),
             side,
             side + (case / 4) % 2,
@@ -475,7 +477,7 @@ fn batched_images_match_one_at_a_time() {
         };
         let g = config.geometry().unwrap();
         let batched = super::plan::batched_images(&g);
-        assert!(batched > 16, "case {case}: {batched} images per GEMM");
+        assert!(batched > 4, "case {case}: {batched} images per GEMM");
         let (one, many) = (run(1), run(batched));
         assert_eq!(one.len(), many.len());
         for (i, (a, b)) in one.iter().zip(&many).enumerate() {
