@@ -282,6 +282,30 @@ pub(crate) fn col2im_then<T: Element, S: Send>(
     )?;
     check_len("states", channels, states.len())?;
     let ld = layout.ld;
+    let threads = rayon::current_num_threads();
+    if parallel && channels < BANDS_PER_THREAD * threads && gathers_by_phase(window) {
+        // Too few planes to keep every thread busy (FSRCNN's one output channel ran on one
+        // core): bands of output rows in parallel, then `finish` per plane.
+        let [out_h, out_w] = window.big;
+        let bands = (BANDS_PER_THREAD * threads).div_ceil(channels).min(out_h);
+        let band = out_h.div_ceil(bands) * out_w;
+        planes
+            .par_chunks_mut(big_plane)
+            .enumerate()
+            .for_each(|(ch, plane)| {
+                let col = &cols[ch * taps * ld + layout.offset..];
+                plane
+                    .par_chunks_mut(band)
+                    .enumerate()
+                    .for_each(|(b, rows)| col2im_rows(col, ld, window, b * band / out_w, rows));
+            });
+        planes
+            .par_chunks_mut(big_plane)
+            .zip(states.par_iter_mut())
+            .enumerate()
+            .for_each(|(ch, (plane, state))| finish(ch, plane, state));
+        return Ok(());
+    }
     type Item<'a, T, S> = (usize, (&'a mut [T], &'a mut S));
     let table = Taps::new(window);
     let one = |(ch, (plane, state)): Item<'_, T, S>| {
@@ -310,6 +334,9 @@ pub(crate) fn col2im_then<T: Element, S: Send>(
     Ok(())
 }
 
+/// Parallel tasks per thread below which col2im splits planes into bands of rows.
+const BANDS_PER_THREAD: usize = 2;
+
 /// Shortest run of same-phase output pixels per row for which col2im gathers by phase.
 const MIN_GATHER_RUN: usize = 32;
 
@@ -325,8 +352,8 @@ pub(crate) fn col2im_plane<T: Element>(
 ) {
     // The gather pays on long rows (S4: 64 pixels per phase, 6% faster); on short ones its
     // per-row setup costs more than the strided adds it saves (S1: 16 per phase, 9% slower).
-    if window.stride[1] > 1 && window.big[1] / window.stride[1] >= MIN_GATHER_RUN {
-        return col2im_plane_by_phase(col, ld, window, plane);
+    if gathers_by_phase(window) {
+        return col2im_plane_by_phase(col, ld, window, 0, plane);
     }
     let [kh, kw] = window.kernel;
     let [h, w] = window.small;
@@ -485,6 +512,19 @@ fn interleaved_sums_any<T: Element>(
     }
 }
 
+/// Whether [`col2im_plane`] gathers by phase (row by row, so a plane splits into bands).
+fn gathers_by_phase(window: &Window) -> bool {
+    window.stride[1] > 1 && window.big[1] / window.stride[1] >= MIN_GATHER_RUN
+}
+
+multiversion! {
+/// [`col2im_plane`]'s output rows `first_row..` (as many as `rows` holds), for a window that
+/// [`gathers_by_phase`].
+fn col2im_rows<T: Element>(col: &[T], ld: usize, window: &Window, first_row: usize, rows: &mut [T]) {
+    col2im_plane_by_phase(col, ld, window, first_row, rows);
+}
+}
+
 /// `dst[S * i] += src[i]` for every `i` of `src` (`dst` long enough), with the stride a
 /// constant so that the loop vectorizes.
 #[inline(always)]
@@ -509,12 +549,19 @@ fn add_strided<T: Element, const S: usize>(dst: &mut [T], src: &[T]) {
 /// column row, so their sums build up in a small contiguous buffer with vectorizable adds and
 /// every output pixel is stored once (a scatter-add would touch every `sw`-th pixel per tap).
 #[inline(always)]
-fn col2im_plane_by_phase<T: Element>(col: &[T], ld: usize, window: &Window, plane: &mut [T]) {
-    let [out_h, out_w] = window.big;
+fn col2im_plane_by_phase<T: Element>(
+    col: &[T],
+    ld: usize,
+    window: &Window,
+    first_row: usize,
+    rows: &mut [T],
+) {
+    let out_w = window.big[1];
     let sw = window.stride[1];
     let pw = window.pad[1];
     let mut acc = [[T::zero(); GATHER_BLOCK]; 2];
-    for (y, row) in plane.chunks_mut(out_w).take(out_h).enumerate() {
+    for (i, row) in rows.chunks_exact_mut(out_w).enumerate() {
+        let y = first_row + i;
         if sw == 2 {
             // Both phases of a block at once, stored interleaved (vectorizes as a shuffle).
             let n_even = out_w.div_ceil(2);
@@ -676,6 +723,22 @@ pub(crate) fn im2col_band<T: Element>(
     layout.check(channels * taps, band.len() * window.small[1], cols.len())?;
     let (ld, offset) = (layout.ld, layout.offset);
     let table = Taps::new(window);
+    if parallel && taps > 1 && channels < BANDS_PER_THREAD * rayon::current_num_threads() {
+        // Too few channels to keep every thread busy (FSRCNN's one output channel ran on one
+        // core): the tap rows in parallel.
+        let tap_len = band.len() * window.small[1];
+        cols.par_chunks_mut(ld)
+            .take(channels * taps)
+            .enumerate()
+            .for_each(|(r, row)| {
+                let (ch, tap) = (r / taps, r % taps);
+                let plane = &planes[ch * big_plane..][..big_plane];
+                let kernel_tap = [tap / window.kernel[1], tap % window.kernel[1]];
+                let row = &mut row[offset..][..tap_len];
+                im2col_tap_row(plane, window, &table, band.clone(), kernel_tap, row);
+            });
+        return Ok(());
+    }
     let one = |(col, plane): (&mut [T], &[T])| {
         im2col_plane(plane, window, &table, band.clone(), &mut col[offset..], ld);
     };
@@ -704,9 +767,7 @@ pub(crate) fn im2col_plane<T: Element>(
 ) {
     let out_w = window.big[1];
     let [kh, kw] = window.kernel;
-    let w = window.small[1];
-    let [sh, sw] = window.stride;
-    let tap_len = band.len() * w;
+    let tap_len = band.len() * window.small[1];
     if tap_len == 1 && window.small == [1, 1] {
         // A 1x1 image: each tap reads one pixel (or a zero), without the row loops' setup.
         for ki in 0..kh {
@@ -723,42 +784,72 @@ pub(crate) fn im2col_plane<T: Element>(
         return;
     }
     for ki in 0..kh {
-        let (rows, y0) = table.valid(window, 0, ki);
         for kj in 0..kw {
-            let (xs, x0) = table.valid(window, 1, kj);
             let tap = &mut col[(ki * kw + kj) * ld..][..tap_len];
-            for iy in band.clone() {
-                let dst = &mut tap[(iy - band.start) * w..][..w];
-                if !rows.contains(&iy) || xs.is_empty() {
-                    dst.fill(T::zero());
-                    continue;
-                }
-                let src = &plane[(y0 + (iy - rows.start) * sh) * out_w..][..out_w];
-                dst[..xs.start].fill(T::zero());
-                dst[xs.end..].fill(T::zero());
-                let dst = &mut dst[xs.clone()];
-                if sw == 1 {
-                    dst.copy_from_slice(&src[x0..x0 + dst.len()]);
-                } else if sw == 2 {
-                    // Every other pixel: pairs vectorize (a shuffle), `step_by` does not.
-                    let s = &src[x0..];
-                    let n = dst.len();
-                    let full = (s.len() / 2).min(n);
-                    for (d, pair) in dst[..full].iter_mut().zip(s.chunks_exact(2)) {
-                        *d = pair[0];
-                    }
-                    if full < n {
-                        dst[full] = s[2 * full];
-                    }
-                } else {
-                    for (d, &s) in dst.iter_mut().zip(src[x0..].iter().step_by(sw)) {
-                        *d = s;
-                    }
-                }
-            }
+            im2col_tap(plane, window, table, band.clone(), [ki, kj], tap);
         }
     }
 }
+}
+
+multiversion! {
+/// [`im2col_tap`], compiled for the CPU's vector instructions.
+fn im2col_tap_row<T: Element>(
+    plane: &[T],
+    window: &Window,
+    table: &Taps,
+    band: Range<usize>,
+    kernel_tap: [usize; 2],
+    tap: &mut [T],
+) {
+    im2col_tap(plane, window, table, band, kernel_tap, tap);
+}
+}
+
+/// The row of tap `kernel_tap = [ki, kj]` of one channel's columns (the small rows `band`).
+#[inline(always)]
+fn im2col_tap<T: Element>(
+    plane: &[T],
+    window: &Window,
+    table: &Taps,
+    band: Range<usize>,
+    [ki, kj]: [usize; 2],
+    tap: &mut [T],
+) {
+    let out_w = window.big[1];
+    let w = window.small[1];
+    let [sh, sw] = window.stride;
+    let (rows, y0) = table.valid(window, 0, ki);
+    let (xs, x0) = table.valid(window, 1, kj);
+    for iy in band.clone() {
+        let dst = &mut tap[(iy - band.start) * w..][..w];
+        if !rows.contains(&iy) || xs.is_empty() {
+            dst.fill(T::zero());
+            continue;
+        }
+        let src = &plane[(y0 + (iy - rows.start) * sh) * out_w..][..out_w];
+        dst[..xs.start].fill(T::zero());
+        dst[xs.end..].fill(T::zero());
+        let dst = &mut dst[xs.clone()];
+        if sw == 1 {
+            dst.copy_from_slice(&src[x0..x0 + dst.len()]);
+        } else if sw == 2 {
+            // Every other pixel: pairs vectorize (a shuffle), `step_by` does not.
+            let s = &src[x0..];
+            let n = dst.len();
+            let full = (s.len() / 2).min(n);
+            for (d, pair) in dst[..full].iter_mut().zip(s.chunks_exact(2)) {
+                *d = pair[0];
+            }
+            if full < n {
+                dst[full] = s[2 * full];
+            }
+        } else {
+            for (d, &s) in dst.iter_mut().zip(src[x0..].iter().step_by(sw)) {
+                *d = s;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -806,6 +897,14 @@ mod tests {
 
     #[test]
     fn col2im_and_im2col_match_direct_loops() {
+        // One thread: col2im plane by plane; three: planes in bands of rows where they gather
+        // by phase (2 planes for 3 threads), else plane by plane.
+        let pools = [1, 3].map(|threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+        });
         for w in windows() {
             let channels = 2;
             let taps = w.kernel[0] * w.kernel[1];
@@ -838,12 +937,16 @@ mod tests {
                     }
                 }
             }
-            let mut planes = vec![f64::NAN; channels * plane];
-            col2im(&cols, &w, &mut planes).unwrap();
-            assert_eq!(planes, expect_planes, "col2im {w:?}");
-            let mut got_cols = vec![f64::NAN; channels * taps * hw];
-            im2col(&planes_in, &w, &mut got_cols).unwrap();
-            assert_eq!(got_cols, expect_cols, "im2col {w:?}");
+            for pool in &pools {
+                let threads = pool.current_num_threads();
+                let mut planes = vec![f64::NAN; channels * plane];
+                pool.install(|| col2im(&cols, &w, &mut planes)).unwrap();
+                assert_eq!(planes, expect_planes, "col2im {w:?}, {threads} threads");
+                let mut got_cols = vec![f64::NAN; channels * taps * hw];
+                pool.install(|| im2col(&planes_in, &w, &mut got_cols))
+                    .unwrap();
+                assert_eq!(got_cols, expect_cols, "im2col {w:?}, {threads} threads");
+            }
         }
     }
 
