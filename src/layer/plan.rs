@@ -11,16 +11,19 @@ use crate::phase::PhasePlan;
 use crate::transpose::{skewed_ld, transpose};
 use std::ops::Range;
 
-/// Fewest GEMM rows per phase class for [`Algorithm::Auto`] to choose the phase decomposition.
-const MIN_PHASE_GEMM_ROWS: usize = 256;
+/// Fewest GEMM rows per phase class for [`Algorithm::Auto`] to choose the phase decomposition:
+/// S4's 32-row classes lose to columns (20.0 ms against 9.85), FCN-8s upscore2's 84-row class
+/// wins (fcn-up2: 0.79 ms against 0.93; `benches/peers.py`, 2 threads, 3 rounds).
+const MIN_PHASE_GEMM_ROWS: usize = 64;
 /// Most `group_in * group_out` for [`Algorithm::Auto`] to choose the direct plan.
 const MAX_DIRECT_GROUP_PRODUCT: usize = 16;
 /// Most input channels per group for [`Algorithm::Auto`] to run the backward with phases (the
 /// adjoint of their GEMMs), when the forward runs with columns or phases. The backward's
 /// im2col costs the columns plan most next to its GEMMs with few channels: fcn-up2 (21
-/// channels) 1.9 ms against 5.2 with columns; with 128 channels and more columns win
-/// (linknet 24.5 ms against 29.2).
-const MAX_PHASE_BACKWARD_GROUP_IN: usize = 32;
+/// channels) 1.9 ms against 5.2 with columns, lapsrn-feat (64 channels) forward+backward 29.6
+/// and 31.8 ms against 33.5 and 35.0 (`examples/sweep`, 2 threads, two runs); with 128
+/// channels and more columns win (linknet 24.5 ms against 29.2).
+const MAX_PHASE_BACKWARD_GROUP_IN: usize = 64;
 /// Fewest rows of a class GEMM for [`Algorithm::Auto`] to run the backward with phases: with
 /// one filter a class GEMM is a row (darknet-mask, 32 -> 1 channels: 5x slower than columns).
 const MIN_PHASE_BACKWARD_ROWS: usize = 64;

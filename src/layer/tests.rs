@@ -364,9 +364,15 @@ fn auto_chooses_per_pass() {
     // S3 and FCN's upsampling: few channels, phases both ways.
     let s3 = DeconvConfig::new(2, 21, 16, 16, 21, 16).stride(8).pad(4);
     assert_eq!(choice(s3), (Phases, Phases));
-    // fcn-up2: class GEMMs of 21 rows are too short for the forward, not for the backward.
+    // fcn-up2: one class of 4 phases x 21 filters (84 rows), phases both ways.
     let fcn_up2 = DeconvConfig::new(8, 21, 22, 22, 21, 4).stride(2);
-    assert_eq!(choice(fcn_up2), (Columns, Phases));
+    assert_eq!(choice(fcn_up2), (Phases, Phases));
+    // S4: classes of one phase x 32 filters are too short for the forward.
+    let s4 = DeconvConfig::new(8, 64, 64, 64, 32, 3).stride(2).pad(1);
+    assert_eq!(choice(s4).0, Columns);
+    // lapsrn-feat: 64 channels, phases both ways.
+    let lapsrn_feat = DeconvConfig::new(8, 64, 32, 32, 64, 4).stride(2).pad(1);
+    assert_eq!(choice(lapsrn_feat), (Phases, Phases));
     // darknet-k4: 512 channels on 13x13, phases forward, columns backward.
     let darknet_k4 = DeconvConfig::new(4, 512, 13, 13, 256, 4).stride(2).pad(2);
     assert_eq!(choice(darknet_k4), (Phases, Columns));
