@@ -793,6 +793,46 @@ pub(crate) fn im2col_plane<T: Element>(
 }
 
 multiversion! {
+/// [`im2col_plane`] of `kb` images at once, interleaved as in [`col2im_interleaved`]: `acc`
+/// holds the `out_h * out_w` runs of the images' `kb` pixels (pixel-major), and `col`'s tap
+/// rows (`ld` apart) get `kb`-runs per small pixel, image innermost. Taps that fall outside
+/// the big image give zeros.
+pub(crate) fn im2col_interleaved<T: Element>(
+    acc: &[T],
+    kb: usize,
+    window: &Window,
+    table: &Taps,
+    col: &mut [T],
+    ld: usize,
+) {
+    let [kh, kw] = window.kernel;
+    let [h, w] = window.small;
+    let out_w = window.big[1];
+    let [sh, sw] = window.stride;
+    for ki in 0..kh {
+        let (rows, y0) = table.valid(window, 0, ki);
+        for kj in 0..kw {
+            let (xs, x0) = table.valid(window, 1, kj);
+            let tap = &mut col[(ki * kw + kj) * ld..][..h * w * kb];
+            for (iy, dst) in tap.chunks_exact_mut(w * kb).enumerate() {
+                if !rows.contains(&iy) || xs.is_empty() {
+                    dst.fill(T::zero());
+                    continue;
+                }
+                let o0 = (y0 + (iy - rows.start) * sh) * out_w + x0;
+                dst[..xs.start * kb].fill(T::zero());
+                dst[xs.end * kb..].fill(T::zero());
+                let runs = dst[xs.start * kb..xs.end * kb].chunks_exact_mut(kb);
+                for (m, run) in runs.enumerate() {
+                    run.copy_from_slice(&acc[(o0 + m * sw) * kb..][..kb]);
+                }
+            }
+        }
+    }
+}
+}
+
+multiversion! {
 /// [`im2col_tap`], compiled for the CPU's vector instructions.
 fn im2col_tap_row<T: Element>(
     plane: &[T],
@@ -973,6 +1013,30 @@ mod tests {
                     col2im_plane(&own, hw, &w, &table, &mut expect);
                     let got: Vec<f32> = (0..plane).map(|p| acc[p * kb + j]).collect();
                     assert_eq!(got, expect, "{w:?}, image {} of a block of {kb}", first + j);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn interleaved_im2col_matches_one_plane_at_a_time() {
+        for w in windows() {
+            let taps = w.kernel[0] * w.kernel[1];
+            let (hw, plane) = (w.small[0] * w.small[1], w.big[0] * w.big[1]);
+            let table = Taps::new(&w);
+            for kb in [1, 3, 8] {
+                let acc: Vec<f32> = (0..plane * kb).map(|i| (i % 19) as f32 - 9.0).collect();
+                let ld = hw * kb + 3;
+                let mut col = vec![f32::NAN; taps * ld];
+                im2col_interleaved(&acc, kb, &w, &table, &mut col, ld);
+                for j in 0..kb {
+                    let own: Vec<f32> = (0..plane).map(|p| acc[p * kb + j]).collect();
+                    let mut expect = vec![f32::NAN; taps * hw];
+                    im2col_plane(&own, &w, &table, 0..w.small[0], &mut expect, hw);
+                    let got: Vec<f32> = (0..taps * hw)
+                        .map(|i| col[(i / hw) * ld + (i % hw) * kb + j])
+                        .collect();
+                    assert_eq!(got, expect, "{w:?}, image {j} of {kb}");
                 }
             }
         }

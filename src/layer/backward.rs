@@ -2,7 +2,7 @@
 //! and input gradients by im2col and two GEMMs (whole images or tiles), or the phase plan's
 //! adjoint.
 
-use super::forward::{gather_images, image_tasks};
+use super::forward::{MIN_INTERLEAVED_IMAGES, gather_images, image_tasks, interleave_images};
 use super::memory;
 use super::plan::{Plan, Tile, even_parts};
 use super::{DeconvLayer, Mode};
@@ -13,7 +13,7 @@ use crate::config::Geometry;
 use crate::direct::DirectPlan;
 use crate::element::Element;
 use crate::error::{Error, Result, check_len, check_len_at_least};
-use crate::im2col::{ColLayout, Taps, im2col_band, im2col_plane, im2col_with};
+use crate::im2col::{ColLayout, Taps, im2col_band, im2col_interleaved, im2col_plane, im2col_with};
 use crate::phase::PhasePlan;
 use crate::simd::multiversion;
 use crate::transpose::{skewed_ld, transpose};
@@ -366,35 +366,64 @@ impl<T: Element, B: Gemm<T>> ImageBackward<'_, T, B> {
         let (cols, rest) = ws.split_at_mut(rows * width);
         let xb = &mut rest[..cg * width];
         let window = g.window();
+        let table = Taps::new(&window);
+        let per_channel = g.taps() * width;
+        // Channels per parallel task, and whether the images go side by side, image innermost
+        // (as in the forward): each task then transposes a channel's delta planes into
+        // `ohw * k` elements of the gathered input's room (free until the gather) and copies
+        // runs of `k` images, where each small image has short rows of its own.
+        let tasks = if parallel {
+            rayon::current_num_threads().min(ng)
+        } else {
+            1
+        };
+        let chunk = ng.div_ceil(tasks);
+        let interleave = k >= MIN_INTERLEAVED_IMAGES && ng.div_ceil(chunk) * ohw * k <= xb.len();
         for grp in 0..g.groups() {
-            // Channel by channel (its `taps` rows of `cols`), each image's columns in turn:
-            // one parallel dispatch for the unit, and one tap table, where a dispatch (or an
-            // im2col call) per image cost more than copying the planes of small images.
-            let table = Taps::new(&window);
-            let channel = |(ch, cols): (usize, &mut [T])| {
-                for (i, delta) in delta.chunks(g.outputs()).enumerate() {
-                    let plane = &delta[(grp * ng + ch) * ohw..][..ohw];
-                    im2col_plane(
-                        plane,
-                        &window,
-                        &table,
-                        0..g.in_h(),
-                        &mut cols[i * hw..],
-                        width,
-                    );
+            let plane_of = |i: usize, ch: usize| &delta[i * g.outputs() + (grp * ng + ch) * ohw..];
+            if interleave {
+                let task = |(t, (cols, acc)): (usize, (&mut [T], &mut [T]))| {
+                    let acc = &mut acc[..ohw * k];
+                    for (c, col) in cols.chunks_mut(per_channel).enumerate() {
+                        transpose(plane_of(0, t * chunk + c), k, ohw, g.outputs(), acc, k);
+                        im2col_interleaved(acc, k, &window, &table, col, width);
+                    }
+                };
+                if parallel {
+                    cols.par_chunks_mut(chunk * per_channel)
+                        .zip(xb.par_chunks_mut(ohw * k))
+                        .enumerate()
+                        .for_each(task);
+                } else {
+                    cols.chunks_mut(chunk * per_channel)
+                        .zip(xb.chunks_mut(ohw * k))
+                        .enumerate()
+                        .for_each(task);
                 }
-            };
-            let per_channel = g.taps() * width;
-            if parallel {
-                cols.par_chunks_mut(per_channel)
-                    .enumerate()
-                    .for_each(channel);
+                interleave_images(x, g.inputs(), grp * cg * hw, cg, hw, xb);
             } else {
-                cols.chunks_mut(per_channel).enumerate().for_each(channel);
+                // Channel by channel (its `taps` rows of `cols`), each image's columns in turn:
+                // one parallel dispatch for the unit, and one tap table, where a dispatch (or
+                // an im2col call) per image cost more than copying the planes of small images.
+                let channel = |(ch, cols): (usize, &mut [T])| {
+                    for i in 0..k {
+                        let plane = &plane_of(i, ch)[..ohw];
+                        let band = 0..g.in_h();
+                        im2col_plane(plane, &window, &table, band, &mut cols[i * hw..], width);
+                    }
+                };
+                if parallel {
+                    cols.par_chunks_mut(per_channel)
+                        .enumerate()
+                        .for_each(channel);
+                } else {
+                    cols.chunks_mut(per_channel).enumerate().for_each(channel);
+                }
+                gather_images(x, g.inputs(), grp * cg * hw, cg, hw, xb);
             }
-            gather_images(x, g.inputs(), grp * cg * hw, cg, hw, xb);
             let wrange = grp * cg * rows..(grp + 1) * cg * rows;
-            // dw_g (cg x rows) += xb (cg x k*hw) * cols^T (k*hw x rows)
+            // dw_g (cg x rows) += xb (cg x k*hw) * cols^T (k*hw x rows), over the columns in
+            // the same order whichever it is.
             gemm_on(
                 self.backend,
                 parallel,
@@ -418,7 +447,14 @@ impl<T: Element, B: Gemm<T>> ImageBackward<'_, T, B> {
                 for (i, dx) in dx.chunks_mut(g.inputs()).enumerate() {
                     let planes = dx[grp * cg * hw..][..cg * hw].chunks_mut(hw);
                     for (plane, row) in planes.zip(xb.chunks(width)) {
-                        add_assign(plane, &row[i * hw..][..hw]);
+                        if interleave {
+                            let pixels = row[i..].iter().step_by(k);
+                            for (d, &v) in plane.iter_mut().zip(pixels) {
+                                *d += v;
+                            }
+                        } else {
+                            add_assign(plane, &row[i * hw..][..hw]);
+                        }
                     }
                 }
             }

@@ -205,7 +205,7 @@ fn plane_stats<T: Element>(plane: &[T]) -> (T, T) {
 const IMAGE_BLOCK: usize = 16;
 /// Fewest images per block for the batched column plan to interleave them (see
 /// [`ImageForward::run_batched`]).
-const MIN_INTERLEAVED_IMAGES: usize = 4;
+pub(super) const MIN_INTERLEAVED_IMAGES: usize = 4;
 
 impl<T: Element, B: Gemm<T>> ImageForward<'_, T, B> {
     /// A unit of images, `x` and `out` holding one or more: through one GEMM (per group) where

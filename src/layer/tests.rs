@@ -425,9 +425,10 @@ fn batched_images_match_one_at_a_time() {
         let stride = rng.random_range(1..=3);
         let bn = case % 3 != 0;
         let config = DeconvConfig::new(
-            // Blocks of 16, 8, 4 and other counts of images, interleaved or not (5 images on 2
-            // threads: blocks of 3).
-            [5, 17, 36, 40][(case + case / 4) % 4],
+            // Blocks of 16, 8, 4 and other counts of images, interleaved or not (3 images: not
+            // in either pass; 5 images on 2 threads: forward blocks of 3, not interleaved, and
+            // an interleaved backward).
+            [3, 5, 17, 36, 40][(case + case / 4) % 5],
             groups * rng.random_range(1..=3),
             side,
             side + (case / 4) % 2,
@@ -483,7 +484,7 @@ fn batched_images_match_one_at_a_time() {
         };
         let g = config.geometry().unwrap();
         let batched = super::plan::batched_images(&g);
-        assert!(batched > 4, "case {case}: {batched} images per GEMM");
+        assert!(batched > 2, "case {case}: {batched} images per GEMM");
         let (one, many) = (run(1), run(batched));
         assert_eq!(one.len(), many.len());
         for (i, (a, b)) in one.iter().zip(&many).enumerate() {
