@@ -122,6 +122,15 @@ impl Window {
         self.big
     }
 
+    /// Whether each small pixel is its big pixel (a 1x1 kernel at stride 1, no padding, same
+    /// size): the column matrix of a plane is then the plane itself.
+    pub(crate) fn is_identity(&self) -> bool {
+        self.kernel == [1, 1]
+            && self.stride == [1, 1]
+            && self.pad == [0, 0]
+            && self.small == self.big
+    }
+
     fn col_plane(&self) -> Result<usize> {
         mul(
             "column matrix size",

@@ -294,3 +294,43 @@ fn algorithms_agree_with_batch_norm_and_activations() {
         }
     }
 }
+
+/// A 1x1 kernel at stride 1 without padding skips col2im and im2col (the GEMM writes the
+/// output, the delta is its own column matrix): the same numbers as the direct plan, with
+/// bias or batch norm, activations, groups, one image and several, on images large enough
+/// for one GEMM each.
+#[test]
+fn one_by_one_kernels_skip_the_column_copies() {
+    use deconv::Activation;
+    let mut r = rng(13);
+    for case in 0..8 {
+        let groups = 1 + case % 2;
+        let config = DeconvConfig::new(1 + case / 4, 2 * groups, 16, 17, 3 * groups, 1)
+            .groups(groups)
+            .activation([Activation::Logistic, Activation::Leaky][case / 2 % 2])
+            .batch_normalize(case % 4 < 2);
+        let g = config.geometry().unwrap();
+        let input = uniform(&mut r, g.batch() * g.inputs());
+        let grad = uniform(&mut r, g.batch() * g.outputs());
+        let run = |algorithm| {
+            let mut layer: DeconvLayer<f64> =
+                DeconvLayer::new(&config.clone().algorithm(algorithm)).unwrap();
+            let train = layer.forward(&input, Mode::Train).unwrap().to_vec();
+            layer.delta_mut().copy_from_slice(&grad);
+            let mut dx = vec![0.0; input.len()];
+            layer.backward(&input, Some(&mut dx)).unwrap();
+            let infer = layer.forward(&input, Mode::Inference).unwrap().to_vec();
+            [train, infer, dx, layer.weight_updates().to_vec()]
+        };
+        let (a, b) = (run(Algorithm::Columns), run(Algorithm::Direct));
+        for (what, (a, b)) in ["train", "inference", "dx", "dw"]
+            .iter()
+            .zip(a.iter().zip(&b))
+        {
+            assert!(
+                max_rel_diff(a, b) < 1e-12,
+                "{what}, case {case}: {config:?}"
+            );
+        }
+    }
+}

@@ -502,12 +502,14 @@ impl<T: Element, B: Gemm<T>> ImageBackward<'_, T, B> {
         let cols = &mut workspace[..g.workspace_size()];
         let window = g.window();
         for grp in 0..g.groups() {
-            im2col_with(
-                &delta[grp * ng * ohw..][..ng * ohw],
-                &window,
-                cols,
-                parallel,
-            )?;
+            let planes = &delta[grp * ng * ohw..][..ng * ohw];
+            // A 1x1 kernel at stride 1 without padding: the delta's planes are its columns.
+            let cols: &[T] = if window.is_identity() {
+                planes
+            } else {
+                im2col_with(planes, &window, cols, parallel)?;
+                cols
+            };
             let x = &x[grp * cg * hw..][..cg * hw];
             let wrange = grp * cg * rows..(grp + 1) * cg * rows;
             // dw_g (cg x rows) += x_g (cg x hw) * cols^T (hw x rows)

@@ -406,9 +406,36 @@ impl<T: Element, B: Gemm<T>> ImageForward<'_, T, B> {
                 MatRef::new(w, cg, rows, rows)?.t(),
                 MatRef::new(x, cg, hw, hw)?,
             );
+            let out = &mut out[grp * ng * ohw..][..ng * ohw];
+            if window.is_identity() {
+                // A 1x1 kernel at stride 1 without padding: the columns are the planes, so the
+                // GEMM writes the output and col2im has nothing to do (darknet-1x1).
+                let c = MatMut::new(out, rows, hw, hw)?;
+                gemm_on(self.backend, parallel, T::one(), a, b, T::zero(), c)?;
+                if stats.is_empty() {
+                    if let Some(epilogue) = &self.epilogue {
+                        let one = |(ch, plane): (usize, &mut [T])| {
+                            epilogue.apply(grp * ng + ch, plane);
+                        };
+                        if parallel {
+                            out.par_chunks_mut(ohw).enumerate().for_each(one);
+                        } else {
+                            out.chunks_mut(ohw).enumerate().for_each(one);
+                        }
+                    }
+                } else {
+                    let stats = &mut stats[grp * ng..][..ng];
+                    let one = |(s, plane): (&mut (T, T), &[T])| *s = plane_stats(plane);
+                    if parallel {
+                        stats.par_iter_mut().zip(out.par_chunks(ohw)).for_each(one);
+                    } else {
+                        stats.iter_mut().zip(out.chunks(ohw)).for_each(one);
+                    }
+                }
+                continue;
+            }
             let c = MatMut::new(cols, rows, hw, hw)?;
             gemm_on(self.backend, parallel, T::one(), a, b, T::zero(), c)?;
-            let out = &mut out[grp * ng * ohw..][..ng * ohw];
             if stats.is_empty() {
                 let mut none = vec![(); ng]; // zero-sized: no allocation
                 col2im_then(
