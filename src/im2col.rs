@@ -434,58 +434,18 @@ pub(crate) fn col2im_interleaved<T: Element>(
 ) {
     // A constant run length unrolls into whole vectors.
     match kb {
-        16 => interleaved_sums::<T, 16>(col, ld, images, window, table, acc),
-        8 => interleaved_sums::<T, 8>(col, ld, images, window, table, acc),
-        4 => interleaved_sums::<T, 4>(col, ld, images, window, table, acc),
-        _ => interleaved_sums_any(col, ld, images, kb, window, table, acc),
+        16 => interleaved_sums::<T, 16>(col, ld, images, kb, window, table, acc),
+        8 => interleaved_sums::<T, 8>(col, ld, images, kb, window, table, acc),
+        4 => interleaved_sums::<T, 4>(col, ld, images, kb, window, table, acc),
+        _ => interleaved_sums::<T, 0>(col, ld, images, kb, window, table, acc),
     }
 }
 }
 
-/// [`col2im_interleaved`] with `KB` images.
+/// [`col2im_interleaved`] with `KB` images (a constant, so that runs unroll into whole
+/// vectors), or `kb` where `KB` is 0.
 #[inline(always)]
 fn interleaved_sums<T: Element, const KB: usize>(
-    col: &[T],
-    ld: usize,
-    images: usize,
-    window: &Window,
-    table: &Taps,
-    acc: &mut [T],
-) {
-    acc.fill(T::zero());
-    let [kh, kw] = window.kernel;
-    let w = window.small[1];
-    let out_w = window.big[1];
-    let [sh, sw] = window.stride;
-    for ki in 0..kh {
-        let (rows, y0) = table.valid(window, 0, ki);
-        for kj in 0..kw {
-            let (xs, x0) = table.valid(window, 1, kj);
-            if xs.is_empty() {
-                continue;
-            }
-            let tap = &col[(ki * kw + kj) * ld..];
-            for (n, iy) in rows.clone().enumerate() {
-                let o0 = (y0 + n * sh) * out_w + x0;
-                for (m, ix) in xs.clone().enumerate() {
-                    let src: &[T; KB] = tap[(iy * w + ix) * images..][..KB]
-                        .try_into()
-                        .expect("KB elements");
-                    let dst: &mut [T; KB] = (&mut acc[(o0 + m * sw) * KB..][..KB])
-                        .try_into()
-                        .expect("KB elements");
-                    for (d, &s) in dst.iter_mut().zip(src) {
-                        *d += s;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// [`col2im_interleaved`] for any `kb`.
-#[inline(always)]
-fn interleaved_sums_any<T: Element>(
     col: &[T],
     ld: usize,
     images: usize,
@@ -494,6 +454,7 @@ fn interleaved_sums_any<T: Element>(
     table: &Taps,
     acc: &mut [T],
 ) {
+    let kb = if KB > 0 { KB } else { kb };
     acc.fill(T::zero());
     let [kh, kw] = window.kernel;
     let w = window.small[1];
