@@ -131,12 +131,19 @@ fn write(path: &str, text: &str) -> Result<(), String> {
 /// What every record starts with: the shape's description, from the one list.
 fn describe(s: &SweepShape) -> Value {
     let g = s.config().geometry().expect("sweep shapes are valid");
+    // The least a forward moves: its input and parameters read and its output written once.
+    let elements = g.batch() * (g.inputs() + g.outputs()) + g.weight_count() + g.filters();
+    let size = match s.dtype {
+        sweep::Dtype::F32 => 4,
+        sweep::Dtype::F64 => 8,
+    };
     json!({
         "id": s.id,
         "layer": s.describe(),
         "source": s.source,
         "dtype": s.dtype.name(),
         "gflop": g.forward_flops() as f64 / 1e9,
+        "min_bytes": elements * size,
     })
 }
 

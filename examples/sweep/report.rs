@@ -245,6 +245,26 @@ pub fn markdown(meta: &Value, shapes: &[Value], chart: Option<&str>) -> String {
     }
     if let Some(bw) = meta.get("copy_gbps").and_then(Value::as_f64) {
         writeln!(out, "- memory bandwidth, a 128 MiB parallel copy in the same run: {bw:.1} GB/s (read + written)").unwrap();
+        // The memory-bound layers (those `Auto` runs direct) against the time their bytes take.
+        let bound: Vec<String> = shapes
+            .iter()
+            .filter(|v| v["auto"].as_str().is_some_and(|a| a.starts_with("direct")))
+            .filter_map(|v| {
+                let bytes = v["min_bytes"].as_f64()?;
+                let direct = ms(v, "direct", PASSES[0])?;
+                let floor = bytes / (bw * 1e9) * 1e3;
+                Some(format!("{} {:.1}x", v["id"].as_str()?, direct / floor))
+            })
+            .collect();
+        if !bound.is_empty() {
+            writeln!(
+                out,
+                "- memory-bound shapes (`Auto` runs direct), forward inference over the time their \
+                 bytes (input and parameters read, output written, once) take at that bandwidth: {}",
+                bound.join(", ")
+            )
+            .unwrap();
+        }
     }
     out += "\n";
     out += &headline(shapes);
