@@ -463,9 +463,18 @@ fn by_groups<T: Element, const S: usize>(
     let (full, rest) = (row.len() / S, row.len() % S);
     let src: [&[T]; S] =
         std::array::from_fn(|r| &phases[at[r]..at[r] + full + usize::from(r < rest)]);
-    for (k, group) in row.chunks_exact_mut(S).enumerate() {
-        for r in 0..S {
-            group[r] = src[r][k];
+    if S == 2 {
+        // Two runs zipped: no bounds checks, so it vectorizes (to unpacks).
+        let pairs = row.chunks_exact_mut(2).zip(src[0]).zip(src[1]);
+        for ((pair, &a), &b) in pairs {
+            pair[0] = a;
+            pair[1] = b;
+        }
+    } else {
+        for (k, group) in row.chunks_exact_mut(S).enumerate() {
+            for r in 0..S {
+                group[r] = src[r][k];
+            }
         }
     }
     for r in 0..rest {
