@@ -262,9 +262,9 @@ fn phases_need_dilation_one() {
         ),
         "{err}"
     );
-    // Auto falls back to columns.
+    // Auto picks an algorithm that applies (few channels here: direct).
     let layer = DeconvLayer::<f32>::new(&base().dilation(2)).unwrap();
-    assert_eq!(layer.algorithm(), deconv::Algorithm::Columns);
+    assert_ne!(layer.algorithm(), deconv::Algorithm::Phases);
 }
 
 #[test]

@@ -17,6 +17,17 @@ use std::ops::Range;
 const MIN_PHASE_GEMM_ROWS: usize = 64;
 /// Most `group_in * group_out` for [`Algorithm::Auto`] to choose the direct plan.
 const MAX_DIRECT_GROUP_PRODUCT: usize = 16;
+/// Most input channels per group, and most `group_in * group_out`, for [`Algorithm::Auto`] to
+/// run the forward alone with the direct plan where it would run columns (the backward then
+/// runs as after a column forward): with few input channels the GEMM's `K` is short and
+/// col2im costs most next to it. `benches/peers.py`, 2 threads, 3 rounds, forward inference:
+/// enet-out (16 -> 12 channels) 8.6 ms against 12.3 with columns, darknet-mask (32 -> 1) 1.50
+/// against 1.86, enet-up (16 -> 16) 2.92 against 3.03; with more input channels columns win
+/// (dcgan-rgb, 64 -> 3: 0.92 against 1.90; fsrcnn-x3, 56 -> 1: 6.2 against 8.7). Its backward
+/// is the slower one (enet-out 61 ms against 26 forward+backward).
+const MAX_DIRECT_FORWARD_GROUP_IN: usize = 32;
+/// See [`MAX_DIRECT_FORWARD_GROUP_IN`].
+const MAX_DIRECT_FORWARD_PRODUCT: usize = 256;
 /// Most input channels per group for [`Algorithm::Auto`] to run the backward with phases (the
 /// adjoint of their GEMMs), when the forward runs with columns or phases. The backward's
 /// im2col costs the columns plan most next to its GEMMs with few channels: fcn-up2 (21
@@ -96,8 +107,17 @@ impl<T: Element> Plan<T> {
     /// than the forward's `self` (the backward needs only the input, `delta` and the weights,
     /// so the two passes may differ); `None` where they share `self`.
     pub(super) fn backward_for(&self, config: &DeconvConfig, g: &Geometry) -> Option<Self> {
-        if config.algorithm != Algorithm::Auto || matches!(self, Plan::Direct { .. }) {
+        if config.algorithm != Algorithm::Auto {
             return None;
+        }
+        if let Plan::Direct { .. } = self {
+            // Direct both ways for the fewest channels, else only forward (see
+            // MAX_DIRECT_FORWARD_GROUP_IN): the backward of a column forward.
+            if g.group_in() * g.group_out() <= MAX_DIRECT_GROUP_PRODUCT {
+                return None;
+            }
+            let columns = Plan::columns(g);
+            return Some(columns.backward_for(config, g).unwrap_or(columns));
         }
         let phases = PhasePlan::new(g).filter(|plan| {
             !kernel_tiles_output(g)
@@ -188,6 +208,13 @@ impl<T: Element> Plan<T> {
                             packed: Vec::new(),
                             packed_from: None,
                             packed_grad: Vec::new(),
+                        }
+                    }
+                    _ if g.group_in() <= MAX_DIRECT_FORWARD_GROUP_IN
+                        && g.group_in() * g.group_out() <= MAX_DIRECT_FORWARD_PRODUCT =>
+                    {
+                        Plan::Direct {
+                            plan: Box::new(DirectPlan::new(g)),
                         }
                     }
                     _ => Plan::columns(g),

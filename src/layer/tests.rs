@@ -390,6 +390,23 @@ fn auto_chooses_per_pass() {
         .pad(1)
         .groups(64);
     assert_eq!(choice(dw), (Direct, Direct));
+    // ENet's output layer and Darknet's mask head: few input channels, direct forward and a
+    // column backward.
+    let enet_out = DeconvConfig::new(2, 16, 256, 256, 12, 3)
+        .stride(2)
+        .pad(1)
+        .output_padding(1);
+    assert_eq!(choice(enet_out), (Direct, Columns));
+    let darknet_mask = DeconvConfig::new(8, 32, 104, 104, 1, 3).stride(2).pad(1);
+    assert_eq!(choice(darknet_mask), (Direct, Columns));
+    // More input channels: columns (dcgan-rgb, fsrcnn-x3).
+    let dcgan_rgb = DeconvConfig::new(16, 64, 32, 32, 3, 4).stride(2).pad(1);
+    assert_eq!(choice(dcgan_rgb), (Columns, Columns));
+    let fsrcnn_x3 = DeconvConfig::new(16, 56, 64, 64, 1, 9)
+        .stride(3)
+        .pad(4)
+        .output_padding(2);
+    assert_eq!(choice(fsrcnn_x3), (Columns, Columns));
     // An explicit algorithm runs both passes.
     let explicit = DeconvConfig::new(8, 21, 22, 22, 21, 4)
         .stride(2)
@@ -397,11 +414,12 @@ fn auto_chooses_per_pass() {
     assert_eq!(choice(explicit), (Columns, Columns));
 }
 
-/// Phases in the backward need class GEMMs of some height: not for one filter.
+/// Phases in the backward need class GEMMs of some height: not for one filter (FSRCNN's
+/// 56 -> 1 head, whose forward runs columns).
 #[test]
 fn auto_keeps_columns_backward_for_one_filter() {
-    let darknet_mask = DeconvConfig::new(8, 32, 104, 104, 1, 3).stride(2).pad(1);
-    let layer = DeconvLayer::<f32, DefaultBackend>::new(&darknet_mask).unwrap();
+    let one_filter = DeconvConfig::new(1, 56, 64, 64, 1, 4).stride(2).pad(1);
+    let layer = DeconvLayer::<f32, DefaultBackend>::new(&one_filter).unwrap();
     assert_eq!(
         (layer.algorithm(), layer.backward_algorithm()),
         (Algorithm::Columns, Algorithm::Columns)
