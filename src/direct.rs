@@ -74,12 +74,10 @@ pub(crate) struct DirectPlan {
     group_out: usize,
     y: Axis,
     x: Axis,
-    /// Per phase present, the taps `(k, shift)` that land on it, per axis: the kernels visit
-    /// the taps phase by phase, so that a phase plane stays in cache while its taps run.
-    y_taps: Vec<Vec<(usize, usize)>>,
-    x_taps: Vec<Vec<(usize, usize)>>,
     /// Per phase plane, the taps that land on it: `(tap, offset)`, the tap's index in a
-    /// filter's `kh x kw` weights and where its run starts in the phase plane.
+    /// filter's `kh x kw` weights and where its run starts in the phase plane. The kernels
+    /// visit the taps phase by phase, so that a phase plane stays in cache while its taps run
+    /// (taps that land on no output pixel are never visited).
     phase_taps: Vec<Vec<(usize, usize)>>,
 }
 
@@ -93,6 +91,7 @@ impl DirectPlan {
             pad: g.pad()[a],
             dilation: g.dilation()[a],
         };
+        // Per phase present on an axis, its taps `(k, shift)`.
         let taps = |a: Axis| -> Vec<Vec<(usize, usize)>> {
             (0..a.phases())
                 .map(|r| {
@@ -125,8 +124,6 @@ impl DirectPlan {
             group_out: g.group_out(),
             y,
             x,
-            y_taps,
-            x_taps,
             phase_taps,
         }
     }
@@ -363,17 +360,13 @@ fn backward_channel<T: Element>(
         let f = grp * ng + fo;
         spread(plan, &delta[f * ohw..][..ohw], phases);
         // Phase by phase, as the forward (taps that reach no output pixel have no gradient).
-        for (phase, plane) in phases.chunks_exact(plan.phase_plane()).enumerate() {
-            let (y_taps, x_taps) = (&plan.y_taps[phase / xa.phases()], &plan.x_taps[phase % xa.phases()]);
-            for &(ky, a) in y_taps {
-                for &(kx, b) in x_taps {
-                    let at = a * wp + b;
-                    let d = &plane[at..at + run];
-                    let tap = fo * taps + ky * xa.kernel + kx;
-                    dw[tap] += dot_inline(src, d);
-                    if dx.is_some() {
-                        axpy_inline(dx_buf, d, kernels[tap]);
-                    }
+        for (plane, phase_taps) in phases.chunks_exact(plan.phase_plane()).zip(&plan.phase_taps) {
+            for &(tap, at) in phase_taps {
+                let d = &plane[at..at + run];
+                let tap = fo * taps + tap;
+                dw[tap] += dot_inline(src, d);
+                if dx.is_some() {
+                    axpy_inline(dx_buf, d, kernels[tap]);
                 }
             }
         }
@@ -544,6 +537,13 @@ mod tests {
     use crate::reference;
     use crate::{Algorithm, DeconvConfig, DeconvLayer, Mode};
 
+    /// `n` whole numbers in -4..=4, varied by `seed`: every sum below is exact in f32 and f64.
+    fn whole(n: usize, seed: usize) -> Vec<f64> {
+        (0..n)
+            .map(|i| (((i * 2654435761 + seed * 97) >> 7) % 9) as f64 - 4.0)
+            .collect()
+    }
+
     /// The forward's channel blocks (more input channels per group than a block, and not a
     /// multiple of it) and its sources, padded once for the planes of a group that one task
     /// runs: with 1 and 3 threads, groups of 1 to 3 filters, strides 1 to 3, f64 and f32,
@@ -556,11 +556,6 @@ mod tests {
             crate::DefaultBackend: crate::backend::Gemm<T>,
         {
             let g = config.geometry().unwrap();
-            let whole = |n: usize, seed: usize| -> Vec<f64> {
-                (0..n)
-                    .map(|i| (((i * 2654435761 + seed * 97) >> 7) % 9) as f64 - 4.0)
-                    .collect()
-            };
             let cast = |v: &[f64]| v.iter().map(|&x| T::of(x)).collect::<Vec<T>>();
             let (weights, input) = (whole(g.weight_count(), 1), whole(g.batch() * g.inputs(), 2));
             let want = reference::deconv2d(&g, &input, &weights).unwrap();
@@ -630,11 +625,6 @@ mod tests {
             let g = config.geometry().unwrap();
             let mut layer: DeconvLayer<f64> =
                 DeconvLayer::new(&config.clone().algorithm(Algorithm::Direct)).unwrap();
-            let whole = |n: usize, seed: usize| -> Vec<f64> {
-                (0..n)
-                    .map(|i| (((i * 2654435761 + seed * 97) >> 7) % 9) as f64 - 4.0)
-                    .collect()
-            };
             let weights = whole(g.weight_count(), 1);
             layer.weights_mut().copy_from_slice(&weights);
             let input = whole(g.batch() * g.inputs(), 2);

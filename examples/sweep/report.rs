@@ -245,7 +245,8 @@ pub fn markdown(meta: &Value, shapes: &[Value], chart: Option<&str>) -> String {
     }
     if let Some(bw) = meta.get("copy_gbps").and_then(Value::as_f64) {
         writeln!(out, "- memory bandwidth, a 128 MiB parallel copy in the same run: {bw:.1} GB/s (read + written)").unwrap();
-        // The memory-bound layers (those `Auto` runs direct) against the time their bytes take.
+        // The layers `Auto` runs direct (memory-bound, or few input channels) against the time
+        // their bytes take.
         let bound: Vec<String> = shapes
             .iter()
             .filter(|v| v["auto"].as_str().is_some_and(|a| a.starts_with("direct")))
@@ -259,7 +260,7 @@ pub fn markdown(meta: &Value, shapes: &[Value], chart: Option<&str>) -> String {
         if !bound.is_empty() {
             writeln!(
                 out,
-                "- memory-bound shapes (`Auto` runs direct), forward inference over the time their \
+                "- shapes `Auto` runs direct, forward inference over the time their \
                  bytes (input and parameters read, output written, once) take at that bandwidth: {}",
                 bound.join(", ")
             )
