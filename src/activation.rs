@@ -538,6 +538,15 @@ impl<T: Element> Epilogue<'_, T> {
     }
 }
 
+/// `dst[i] = act(src[i] * mul + add)`, as [`Epilogue::apply`] computes it, for kernels that
+/// store their sums through it (inlined into them, so that the sums stay in registers).
+#[inline(always)]
+pub(crate) fn affine_store<T: Element>(act: Activation, mul: T, add: T, src: &[T], dst: &mut [T]) {
+    with_const!(act, A => for (d, &s) in dst.iter_mut().zip(src) {
+        *d = A.activate(s * mul + add);
+    })
+}
+
 multiversion! {
 /// `v = act(v * mul + add)`, one loop per activation.
 fn affine_kernel<T: Element>(act: Activation, data: &mut [T], mul: T, add: T) {

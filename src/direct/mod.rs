@@ -20,6 +20,9 @@ use crate::config::Geometry;
 use crate::element::Element;
 use crate::simd::multiversion;
 use rayon::prelude::*;
+use rows::RowPlan;
+
+mod rows;
 
 /// Elements of a phase plane the forward sums at once, in registers (4 AVX-512 vectors of
 /// `f32`, 8 of `f64`).
@@ -79,6 +82,8 @@ pub(crate) struct DirectPlan {
     /// visit the taps phase by phase, so that a phase plane stays in cache while its taps run
     /// (taps that land on no output pixel are never visited).
     phase_taps: Vec<Vec<(usize, usize)>>,
+    /// The row forward's plan, where the forward runs row by row ([`rows`]).
+    rows: Option<RowPlan>,
 }
 
 impl DirectPlan {
@@ -119,12 +124,14 @@ impl DirectPlan {
                     .collect()
             })
             .collect();
+        let rows = RowPlan::new(g.group_in(), y, x);
         DirectPlan {
             group_in: g.group_in(),
             group_out: g.group_out(),
             y,
             x,
             phase_taps,
+            rows,
         }
     }
 
@@ -163,7 +170,8 @@ impl DirectPlan {
     /// Scratch elements one output plane (forward) or one input channel (backward) needs: the
     /// phase planes, and the group's sources (forward) or two padded input planes (backward).
     pub(crate) fn slot_size(&self) -> usize {
-        self.phase_planes() + self.source_len() * self.group_in.max(2)
+        let phases = self.phase_planes() + self.source_len() * self.group_in.max(2);
+        phases.max(self.rows.as_ref().map_or(0, |r| r.slot_size(self)))
     }
 
     /// How many rayon tasks share one image's work: with `parallel`, one per whole slot of
@@ -199,6 +207,21 @@ impl DirectPlan {
             for (i, out) in out.chunks_mut(plane).enumerate() {
                 let f = first + i;
                 let ws = &mut ws[..slot];
+                if let Some(rows) = &self.rows {
+                    let e = epilogue.as_ref();
+                    rows::forward_plane_rows(
+                        self,
+                        rows,
+                        weights,
+                        x,
+                        f,
+                        out,
+                        ws,
+                        &mut sources_of,
+                        e,
+                    );
+                    continue;
+                }
                 forward_plane(self, weights, x, f, out, ws, &mut sources_of);
                 if let Some(e) = &epilogue {
                     e.apply(f, out);
@@ -535,7 +558,7 @@ fn dot_inline<T: Element>(a: &[T], b: &[T]) -> T {
 #[cfg(test)]
 mod tests {
     use crate::reference;
-    use crate::{Algorithm, DeconvConfig, DeconvLayer, Mode};
+    use crate::{Activation, Algorithm, DeconvConfig, DeconvLayer, Mode};
 
     /// `n` whole numbers in -4..=4, varied by `seed`: every sum below is exact in f32 and f64.
     fn whole(n: usize, seed: usize) -> Vec<f64> {
@@ -544,26 +567,40 @@ mod tests {
             .collect()
     }
 
+    /// The direct forward of `config` equals the reference exactly on whole numbers.
+    fn check_forward<T>(config: &DeconvConfig)
+    where
+        T: crate::element::Element,
+        crate::DefaultBackend: crate::backend::Gemm<T>,
+    {
+        let config = config.clone().algorithm(Algorithm::Direct);
+        let g = config.geometry().unwrap();
+        let cast = |v: &[f64]| v.iter().map(|&x| T::of(x)).collect::<Vec<T>>();
+        let (weights, input) = (whole(g.weight_count(), 1), whole(g.batch() * g.inputs(), 2));
+        let want = reference::deconv2d(&g, &input, &weights).unwrap();
+        let mut layer: DeconvLayer<T> = DeconvLayer::new(&config).unwrap();
+        layer.weights_mut().copy_from_slice(&cast(&weights));
+        let out = layer.forward(&cast(&input), Mode::Inference).unwrap();
+        assert_eq!(out, &cast(&want)[..], "{config:?}");
+    }
+
+    /// Runs `f` in pools of 1 and 3 threads.
+    fn with_threads(f: impl Fn() + Sync) {
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(&f);
+        }
+    }
+
     /// The forward's channel blocks (more input channels per group than a block, and not a
     /// multiple of it) and its sources, padded once for the planes of a group that one task
     /// runs: with 1 and 3 threads, groups of 1 to 3 filters, strides 1 to 3, f64 and f32,
     /// exactly the reference on whole numbers.
     #[test]
     fn channel_blocks_and_shared_sources_match_the_reference() {
-        fn check<T>(config: &DeconvConfig)
-        where
-            T: crate::element::Element,
-            crate::DefaultBackend: crate::backend::Gemm<T>,
-        {
-            let g = config.geometry().unwrap();
-            let cast = |v: &[f64]| v.iter().map(|&x| T::of(x)).collect::<Vec<T>>();
-            let (weights, input) = (whole(g.weight_count(), 1), whole(g.batch() * g.inputs(), 2));
-            let want = reference::deconv2d(&g, &input, &weights).unwrap();
-            let mut layer: DeconvLayer<T> = DeconvLayer::new(config).unwrap();
-            layer.weights_mut().copy_from_slice(&cast(&weights));
-            let out = layer.forward(&cast(&input), Mode::Inference).unwrap();
-            assert_eq!(out, &cast(&want)[..], "{config:?}");
-        }
         let configs = [
             DeconvConfig::new(2, 9, 7, 6, 3, 3).stride(2).pad(1),
             DeconvConfig::new(1, 10, 9, 11, 4, 4)
@@ -582,18 +619,84 @@ mod tests {
                 .stride_hw(2, 1)
                 .dilation(2),
         ];
-        for threads in [1, 3] {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
-                for config in &configs {
-                    let config = config.clone().algorithm(Algorithm::Direct);
-                    check::<f64>(&config);
-                    check::<f32>(&config);
+        with_threads(|| {
+            for config in &configs {
+                assert!(
+                    super::DirectPlan::new(&config.geometry().unwrap())
+                        .rows
+                        .is_none()
+                );
+                check_forward::<f64>(config);
+                check_forward::<f32>(config);
+            }
+        });
+    }
+
+    /// The row forward (x strides 4 to 32; rows of several chunks and a partial one, padding
+    /// that is not a multiple of the stride, output padding, dilation, rectangular kernels,
+    /// 1 to 3 input channels per group): exactly the reference on whole numbers, f64 and f32,
+    /// 1 and 3 threads; and, with batch norm and activations (the epilogue it fuses into its
+    /// stores), the column forward's numbers in training and inference.
+    #[test]
+    fn row_forward_matches_the_reference() {
+        let configs = [
+            DeconvConfig::new(2, 3, 5, 11, 3, 16)
+                .stride(8)
+                .pad(4)
+                .groups(3),
+            DeconvConfig::new(1, 2, 6, 23, 2, 8)
+                .stride(4)
+                .pad(3)
+                .output_padding(2)
+                .groups(2),
+            DeconvConfig::new(2, 4, 4, 9, 6, 1)
+                .kernel_hw(3, 5)
+                .stride_hw(3, 4)
+                .pad_hw(1, 2)
+                .dilation(2)
+                .groups(2),
+            DeconvConfig::new(1, 1, 3, 7, 2, 1)
+                .kernel_hw(2, 5)
+                .stride_hw(1, 16)
+                .pad_hw(0, 1),
+            DeconvConfig::new(1, 3, 2, 3, 1, 3)
+                .stride_hw(2, 32)
+                .output_padding_hw(1, 5),
+        ];
+        with_threads(|| {
+            for config in &configs {
+                assert!(
+                    super::DirectPlan::new(&config.geometry().unwrap())
+                        .rows
+                        .is_some()
+                );
+                check_forward::<f64>(config);
+                check_forward::<f32>(config);
+            }
+        });
+        let activations = [Activation::Leaky, Activation::Logistic, Activation::Tanh];
+        for (i, config) in configs.iter().enumerate() {
+            let config = config
+                .clone()
+                .activation(activations[i % 3])
+                .batch_normalize(i % 2 == 0);
+            let g = config.geometry().unwrap();
+            let input = whole(g.batch() * g.inputs(), 5);
+            let biases = whole(g.filters(), 6);
+            let run = |algorithm| {
+                let mut layer: DeconvLayer<f64> =
+                    DeconvLayer::new(&config.clone().algorithm(algorithm)).unwrap();
+                layer.biases_mut().copy_from_slice(&biases);
+                let train = layer.forward(&input, Mode::Train).unwrap().to_vec();
+                let infer = layer.forward(&input, Mode::Inference).unwrap().to_vec();
+                (train, infer)
+            };
+            let (want, got) = (run(Algorithm::Columns), run(Algorithm::Direct));
+            for (want, got) in [(&want.0, &got.0), (&want.1, &got.1)] {
+                for (w, g) in want.iter().zip(got) {
+                    assert!((w - g).abs() <= 1e-12 * w.abs().max(1.0), "{config:?}");
                 }
-            });
+            }
         }
     }
 
