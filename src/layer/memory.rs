@@ -63,6 +63,10 @@ pub(super) fn sized_workspace<T: Element>(
     // The direct plan can spread one image's planes over slots too.
     let units = match plan {
         Plan::Direct { .. } => g.batch().saturating_mul(g.filters().max(g.in_channels())),
+        // One image with few column rows computes them transposed in a second slot.
+        Plan::Columns { .. } if g.col_rows() <= super::forward::MAX_TRANSPOSED_ROWS => {
+            g.batch().div_ceil(plan.images_per_gemm()).max(2)
+        }
         _ => g.batch().div_ceil(plan.images_per_gemm()),
     };
     let slots = workspace_slots(units, rayon::current_num_threads(), slot, base);
@@ -77,7 +81,7 @@ pub(super) fn sized_workspace<T: Element>(
 }
 
 /// Workspace slots of a layer's own workspace: one per unit of work that runs at once (an
-/// image; for the direct plan, an image's plane), that is one per rayon thread up to the
+/// image; for the direct plan, an image's plane; two for one image's transposed columns), that is one per rayon thread up to the
 /// `units` there are, but the slots beyond the first never take more than the layer's `base`
 /// elements (which include one slot).
 pub(super) fn workspace_slots(units: usize, threads: usize, slot: usize, base: u128) -> usize {
