@@ -97,18 +97,19 @@ impl RowPlan {
 
     /// Elements of one input channel's expanded rows.
     fn source(&self, y: Axis) -> usize {
-        y.input * self.row_len
+        y.input.saturating_mul(self.row_len)
     }
 
     /// Scratch elements of one output plane: the weight chunks and the group's expanded rows.
     pub(super) fn slot_size(&self, plan: &DirectPlan) -> usize {
-        plan.group_in * (self.patterns(plan.y) + self.source(plan.y))
+        let per_channel = self.patterns(plan.y).saturating_add(self.source(plan.y));
+        plan.group_in.saturating_mul(per_channel)
     }
 }
 
 multiversion! {
-/// Output plane `f` of one image, row by row (see the [module](self)), with the `epilogue`
-/// applied to each row when given. `ws` is one slot; `sources_of` names the group whose
+/// Output plane `f` of one image, row by row (see the [module](self)), each chunk stored with
+/// the `epilogue` applied when given. `ws` is one slot; `sources_of` names the group whose
 /// expanded rows it holds (expanded here when it is another).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn forward_plane_rows<T: Element>(
@@ -136,8 +137,6 @@ pub(super) fn forward_plane_rows<T: Element>(
                 lead.fill(T::zero());
                 let (pixels, tail) = rest.split_at_mut((w * stride).min(rest.len()));
                 match stride {
-                    1 => pixels.copy_from_slice(&input[..pixels.len()]),
-                    2 => repeat::<T, 2, 32>(pixels, input),
                     4 => repeat::<T, 4, 64>(pixels, input),
                     8 => repeat::<T, 8, 128>(pixels, input),
                     _ => {
@@ -166,37 +165,37 @@ pub(super) fn forward_plane_rows<T: Element>(
     let (mul, add) = epilogue.map_or((T::one(), T::zero()), |e| e.coefficients(f));
     let act = epilogue.map_or(Activation::Linear, |e| e.activation);
     let mut terms = [(0, 0); MAX_TERMS];
-        for (oy, row) in out.chunks_mut(xa.out).enumerate() {
-            let (ry, u) = y.grid(oy);
-            // The row's terms: (weight chunk, start of its input window in the first chunk),
-            // for the tap rows that read an input row (the others read padding).
-            let mut n = 0;
-            for c in 0..cg {
-                for &(ky, a) in rows.y_taps[ry].iter().filter(|&&(_, a)| u >= a && u - a < y.input) {
-                    let source = c * source_len + (u - a) * rows.row_len + rows.lead + xa.pad;
-                    let pattern = (c * y.kernel + ky) * rows.shifts * CHUNK;
-                    for shift in 0..rows.shifts {
-                        terms[n] = (pattern + shift * CHUNK, source - shift * stride);
-                        n += 1;
-                    }
+    for (oy, row) in out.chunks_mut(xa.out).enumerate() {
+        let (ry, u) = y.grid(oy);
+        // The row's terms: (weight chunk, start of its input window in the first chunk),
+        // for the tap rows that read an input row (the others read padding).
+        let mut n = 0;
+        for c in 0..cg {
+            for &(ky, a) in rows.y_taps[ry].iter().filter(|&&(_, a)| u >= a && u - a < y.input) {
+                let source = c * source_len + (u - a) * rows.row_len + rows.lead + xa.pad;
+                let pattern = (c * y.kernel + ky) * rows.shifts * CHUNK;
+                for shift in 0..rows.shifts {
+                    terms[n] = (pattern + shift * CHUNK, source - shift * stride);
+                    n += 1;
                 }
             }
-            let terms = &terms[..n];
-            // Each chunk is stored with the epilogue applied. Whole chunks go through arrays
-            // (a copy of a dynamic length would keep the sums on the stack, stored after each
-            // term, where the output's stores leave no room in the store buffer).
-            let mut chunks = row.chunks_exact_mut(CHUNK);
-            for (j, dst) in (&mut chunks).enumerate() {
-                let dst: &mut [T; CHUNK] = dst.try_into().unwrap();
-                let acc = sum_terms(terms, patterns, sources, j * CHUNK);
-                affine_store(act, mul, add, &acc, dst);
-            }
-            let rest = chunks.into_remainder();
-            if !rest.is_empty() {
-                let acc = sum_terms(terms, patterns, sources, xa.out / CHUNK * CHUNK);
-                affine_store(act, mul, add, &acc, rest);
-            }
         }
+        let terms = &terms[..n];
+        // Each chunk is stored with the epilogue applied. Whole chunks go through arrays
+        // (a copy of a dynamic length would keep the sums on the stack, stored after each
+        // term, where the output's stores leave no room in the store buffer).
+        let mut chunks = row.chunks_exact_mut(CHUNK);
+        for (j, dst) in (&mut chunks).enumerate() {
+            let dst: &mut [T; CHUNK] = dst.try_into().unwrap();
+            let acc = sum_terms(terms, patterns, sources, j * CHUNK);
+            affine_store(act, mul, add, &acc, dst);
+        }
+        let rest = chunks.into_remainder();
+        if !rest.is_empty() {
+            let acc = sum_terms(terms, patterns, sources, xa.out / CHUNK * CHUNK);
+            affine_store(act, mul, add, &acc, rest);
+        }
+    }
 }
 }
 
@@ -230,13 +229,11 @@ fn tile<T: Element>(pattern: &mut [T; CHUNK], stride: usize) {
         }
     }
     match stride {
-        1 => by::<T, 1>(pattern),
-        2 => by::<T, 2>(pattern),
         4 => by::<T, 4>(pattern),
         8 => by::<T, 8>(pattern),
         16 => by::<T, 16>(pattern),
         32 => by::<T, 32>(pattern),
-        _ => {}
+        _ => {} // CHUNK itself: the first lanes are the chunk.
     }
 }
 

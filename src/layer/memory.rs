@@ -81,9 +81,9 @@ pub(super) fn sized_workspace<T: Element>(
 }
 
 /// Workspace slots of a layer's own workspace: one per unit of work that runs at once (an
-/// image; for the direct plan, an image's plane; two for one image's transposed columns), that is one per rayon thread up to the
-/// `units` there are, but the slots beyond the first never take more than the layer's `base`
-/// elements (which include one slot).
+/// image; for the direct plan, an image's plane; two for one image's transposed columns), that
+/// is one per rayon thread up to the `units` there are, but the slots beyond the first never
+/// take more than the layer's `base` elements (which include one slot).
 pub(super) fn workspace_slots(units: usize, threads: usize, slot: usize, base: u128) -> usize {
     let room = base / slot.max(1) as u128;
     let most = usize::try_from(room)
