@@ -120,7 +120,7 @@ struct Training<T> {
     adam: Option<AdamState<T>>,
     /// Per-task weight-gradient sums of an image-parallel backward: reserved by the backward
     /// that first needs them, and never more of them than the rest of the layer's memory
-    /// holds (see [`backward::gradient_tasks`]).
+    /// holds (see [`memory::gradient_tasks`]).
     task_updates: Vec<T>,
 }
 
