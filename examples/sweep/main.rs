@@ -231,7 +231,10 @@ fn measure_all(o: &Options) -> Result<Value, String> {
         if o.bandwidth {
             merge(
                 &mut meta,
-                json!({ "copy_gbps": measure::copy_bandwidth(o.budget) }),
+                json!({
+                    "copy_gbps": measure::copy_bandwidth(o.budget),
+                    "write_gbps": measure::write_bandwidth(o.budget),
+                }),
             );
         }
         for s in &selected {

@@ -202,3 +202,21 @@ pub fn copy_bandwidth(budget: Budget) -> f64 {
     });
     2.0 * (n * 4) as f64 / secs / 1e9
 }
+
+/// GB/s of a large parallel write with ordinary stores (bytes written per second; values
+/// computed, so that it is not a `memset`, which may stream): the rate a layer that mostly
+/// writes its output can reach, measured in the same run.
+pub fn write_bandwidth(budget: Budget) -> f64 {
+    let n = 32 << 20;
+    let mut dst = vec![0.0f32; n];
+    let chunk = n.div_ceil(rayon::current_num_threads());
+    let secs = budget.time(|| {
+        dst.par_chunks_mut(chunk).enumerate().for_each(|(c, d)| {
+            for (i, x) in d.iter_mut().enumerate() {
+                *x = (c * chunk + i) as f32 * 0.5;
+            }
+        });
+        std::hint::black_box(&dst);
+    });
+    (n * 4) as f64 / secs / 1e9
+}

@@ -245,6 +245,14 @@ pub fn markdown(meta: &Value, shapes: &[Value], chart: Option<&str>) -> String {
     }
     if let Some(bw) = meta.get("copy_gbps").and_then(Value::as_f64) {
         writeln!(out, "- memory bandwidth, a 128 MiB parallel copy in the same run: {bw:.1} GB/s (read + written)").unwrap();
+        if let Some(w) = meta.get("write_gbps").and_then(Value::as_f64) {
+            writeln!(
+                out,
+                "- writing alone, ordinary stores into 128 MiB in the same run: {w:.1} GB/s \
+                 (written; a layer that mostly writes its output is held to this rate)"
+            )
+            .unwrap();
+        }
         // The layers `Auto` runs direct (memory-bound, or few input channels) against the time
         // their bytes take.
         let bound: Vec<String> = shapes
