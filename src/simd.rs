@@ -69,6 +69,49 @@ pub(crate) fn level() -> Level {
     Level::Baseline
 }
 
+/// Copies `src` to `dst` with non-temporal stores (past the caches, no read of the lines
+/// first), where the target has them and `dst` is 16-byte aligned; returns whether it did (else
+/// `dst` is untouched). A caller that stored this way calls [`stream_fence`] before its
+/// results are read by another thread.
+#[inline(always)]
+pub(crate) fn stream_copy<T: Copy, const N: usize>(dst: &mut [T; N], src: &[T; N]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
+        let bytes = std::mem::size_of::<[T; N]>();
+        let (d, s) = (dst.as_mut_ptr().cast::<u8>(), src.as_ptr().cast::<u8>());
+        if !(d as usize).is_multiple_of(16) || !bytes.is_multiple_of(16) {
+            return false;
+        }
+        for i in (0..bytes).step_by(16) {
+            // SAFETY: `i + 16 <= bytes`, the size of both arrays, so both 16-byte accesses lie
+            // inside them; `d + i` is 16-byte aligned (checked above) as `_mm_stream_si128`
+            // requires, `_mm_loadu_si128` has no alignment requirement, and SSE2 is part of
+            // x86_64. `T: Copy`, so its bytes may be copied as they are.
+            unsafe {
+                let v = _mm_loadu_si128(s.add(i).cast::<__m128i>());
+                _mm_stream_si128(d.add(i).cast::<__m128i>(), v);
+            }
+        }
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (dst, src);
+        false
+    }
+}
+
+/// Orders earlier [`stream_copy`] stores before later stores (they are weakly ordered).
+#[inline(always)]
+pub(crate) fn stream_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `_mm_sfence` has no preconditions; SSE is part of x86_64.
+    unsafe {
+        std::arch::x86_64::_mm_sfence();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

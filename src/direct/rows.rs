@@ -6,12 +6,13 @@
 //! chunk is one contiguous window, `b * stride` elements back. Each output chunk is then summed
 //! in registers over every input channel, tap row and shift, and stored once, straight into
 //! the output with its bias and activation: no phase planes to interleave (a strided, scalar
-//! copy for strides 4 and 8) and no second pass over the output plane.
+//! copy for strides 4 and 8) and no second pass over the output plane. Outputs too large for
+//! the caches are stored with non-temporal stores (see `STREAM_OUTPUTS`).
 
 use super::{Axis, CHUNK, DirectPlan};
 use crate::activation::{Activation, Epilogue, affine_store};
 use crate::element::Element;
-use crate::simd::multiversion;
+use crate::simd::{multiversion, stream_copy, stream_fence};
 
 /// The smallest x stride the rows run: below, the phase planes' interleave is cheap (stride 2
 /// vectorizes), and their one load per multiply-add (the weight is a scalar) against two here
@@ -122,6 +123,7 @@ pub(super) fn forward_plane_rows<T: Element>(
     ws: &mut [T],
     sources_of: &mut Option<usize>,
     epilogue: Option<&Epilogue<'_, T>>,
+    stream: bool,
 ) {
     let (cg, ng, y, xa) = (plan.group_in, plan.group_out, plan.y, plan.x);
     let (w, stride, taps) = (xa.input, xa.stride, y.kernel * xa.kernel);
@@ -188,6 +190,13 @@ pub(super) fn forward_plane_rows<T: Element>(
         for (j, dst) in (&mut chunks).enumerate() {
             let dst: &mut [T; CHUNK] = dst.try_into().unwrap();
             let acc = sum_terms(terms, patterns, sources, j * CHUNK);
+            if stream {
+                let mut done = [T::zero(); CHUNK];
+                affine_store(act, mul, add, &acc, &mut done);
+                if stream_copy(dst, &done) {
+                    continue;
+                }
+            }
             affine_store(act, mul, add, &acc, dst);
         }
         let rest = chunks.into_remainder();
@@ -195,6 +204,9 @@ pub(super) fn forward_plane_rows<T: Element>(
             let acc = sum_terms(terms, patterns, sources, xa.out / CHUNK * CHUNK);
             affine_store(act, mul, add, &acc, rest);
         }
+    }
+    if stream {
+        stream_fence();
     }
 }
 }
