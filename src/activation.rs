@@ -48,9 +48,9 @@ mod exp;
 #[cfg(test)]
 mod vs_libm;
 
-/// Calls the `f32` or the `f64` version of a function of [`exp`](mod@exp). `Element` is sealed to `f32`
-/// and `f64`, so the size says which; the conversions through `f64` are identities that the
-/// compiler removes (`f32 -> f64 -> f32` is exact).
+/// Calls the `f32` or the `f64` version of a function of [`exp`](mod@exp). `Element` is sealed
+/// to `f32` and `f64`, so the size says which; the conversions through `f64` are identities
+/// that the compiler removes (`f32 -> f64 -> f32` is exact).
 macro_rules! by_type {
     ($x:expr, $f:ident) => {{
         let x: T = $x;

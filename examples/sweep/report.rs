@@ -249,7 +249,7 @@ pub fn markdown(meta: &Value, shapes: &[Value], chart: Option<&str>) -> String {
             writeln!(
                 out,
                 "- writing alone, ordinary stores into 128 MiB in the same run: {w:.1} GB/s \
-                 (written; a layer that mostly writes its output is held to this rate)"
+                 (written; the rate a layer that mostly writes its output with plain stores is held to)"
             )
             .unwrap();
         }

@@ -182,7 +182,8 @@ impl DirectPlan {
     }
 
     /// Scratch elements one output plane (forward) or one input channel (backward) needs: the
-    /// phase planes, and the group's sources (forward) or two padded input planes (backward).
+    /// phase planes, and the group's sources (forward) or two padded input planes (backward);
+    /// at least what the row forward needs ([`RowPlan::slot_size`]).
     pub(crate) fn slot_size(&self) -> usize {
         let phases = self.phase_planes() + self.source_len() * self.group_in.max(2);
         phases.max(self.rows.as_ref().map_or(0, |r| r.slot_size(self)))
