@@ -51,24 +51,20 @@ pub(super) struct RowPlan {
 }
 
 impl RowPlan {
-    /// The row plan of the axes, or `None` where the phase planes do better: an x stride
+    /// The row plan of x axis `x`, or `None` where the phase planes do better: an x stride
     /// below [`MIN_STRIDE`] or one that does not divide [`CHUNK`], or more than [`MAX_TERMS`]
-    /// terms per output chunk.
-    pub(super) fn new(group_in: usize, y: Axis, x: Axis) -> Option<Self> {
+    /// terms per output chunk. `y_taps` and `x_taps` list each axis' taps `(k, shift)` per
+    /// phase, as the plan has them.
+    pub(super) fn new(
+        group_in: usize,
+        x: Axis,
+        y_taps: &[Vec<(usize, usize)>],
+        x_taps: &[Vec<(usize, usize)>],
+    ) -> Option<Self> {
         let shifts = x.tap(x.kernel - 1).1 + 1;
         if x.stride < MIN_STRIDE || !CHUNK.is_multiple_of(x.stride) || shifts > MAX_TERMS {
             return None;
         }
-        let y_taps = (0..y.phases())
-            .map(|r| {
-                (0..y.kernel)
-                    .filter_map(|ky| {
-                        let (phase, shift) = y.tap(ky);
-                        (phase == r).then_some((ky, shift))
-                    })
-                    .collect()
-            })
-            .collect::<Vec<Vec<_>>>();
         let y_rows = y_taps.iter().map(Vec::len).max().unwrap_or(0);
         if group_in.saturating_mul(y_rows * shifts) > MAX_TERMS {
             return None;
@@ -76,16 +72,18 @@ impl RowPlan {
         let lanes = (0..shifts * CHUNK)
             .map(|i| {
                 let (shift, phase) = (i / CHUNK, (x.pad + i % CHUNK) % x.stride);
-                (0..x.kernel)
-                    .find(|&kx| x.tap(kx) == (phase, shift))
-                    .unwrap_or(NO_TAP)
+                // A phase beyond the output's has no taps.
+                let taps = x_taps.get(phase).map_or(&[][..], Vec::as_slice);
+                taps.iter()
+                    .find(|&&(_, s)| s == shift)
+                    .map_or(NO_TAP, |&(kx, _)| kx)
             })
             .collect();
         let lead = (shifts - 1) * x.stride;
         Some(RowPlan {
             shifts,
             lanes,
-            y_taps,
+            y_taps: y_taps.to_vec(),
             lead,
             row_len: lead + x.pad + x.out.next_multiple_of(CHUNK),
         })
