@@ -442,7 +442,7 @@ mod tests {
         }
     }
 
-    fn pseudo(n: usize, seed: u64) -> Vec<f64> {
+    pub(crate) fn pseudo(n: usize, seed: u64) -> Vec<f64> {
         // Small whole numbers: every product below is exact in f32 and f64.
         (0..n)
             .map(|i| (((i as u64 * 2654435761 + seed * 97) >> 7) % 9) as f64 - 4.0)
@@ -455,6 +455,8 @@ mod tests {
             (3, 5, 7),
             (40, 33, 17),
             (70, 9, 65),
+            // Past the matrixmultiply backend's transpose threshold, in two `k` chunks.
+            (130, 70, 300),
             (0, 3, 2),
             (4, 0, 2),
             (4, 3, 0),
