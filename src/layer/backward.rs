@@ -198,14 +198,21 @@ impl<T: Element, B: Gemm<T>> DeconvLayer<T, B> {
                     }
                     Ok::<(), Error>(())
                 })?;
-            let parts = &*parts;
             match image.phases {
                 Some((plan, _)) => {
-                    for part in parts.chunks(wc) {
-                        plan.unpack_add(part, weight_updates);
-                    }
+                    // Summed in the packed layout first (contiguous), unpacked once.
+                    let (first, rest) = parts.split_at_mut(wc);
+                    first.par_chunks_mut(4096).enumerate().for_each(|(i, u)| {
+                        for part in rest.chunks(wc) {
+                            for (u, &p) in u.iter_mut().zip(&part[i * 4096..]) {
+                                *u += p;
+                            }
+                        }
+                    });
+                    plan.unpack_add(first, weight_updates);
                 }
                 None => {
+                    let parts = &*parts;
                     weight_updates
                         .par_chunks_mut(4096)
                         .enumerate()

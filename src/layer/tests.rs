@@ -519,3 +519,46 @@ fn batched_images_match_one_at_a_time() {
         case += 1;
     }
 }
+
+/// The phase backward with more input channels than one unpacking block (16), in whole and
+/// partial blocks, groups, and one to three threads (so one to three per-task gradient sums):
+/// exactly the column backward's gradients on whole numbers.
+#[test]
+fn phase_backward_unpacks_many_channels_exactly() {
+    for (channels, groups, batch, threads) in [(37, 1, 3, 1), (37, 1, 3, 2), (40, 2, 5, 3)] {
+        let config = DeconvConfig::new(batch, channels, 5, 6, 3 * groups, 4)
+            .stride(2)
+            .pad(1)
+            .groups(groups);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let run = |algorithm: Algorithm| -> Vec<f64> {
+            pool.install(|| {
+                let config = config.clone().algorithm(algorithm);
+                let mut layer = DeconvLayer::<f64, DefaultBackend>::new(&config).unwrap();
+                assert_eq!(layer.backward_algorithm(), algorithm);
+                let g = *layer.geometry();
+                layer
+                    .weights_mut()
+                    .copy_from_slice(&whole(g.weight_count(), 1));
+                let input: Vec<f64> = whole(g.batch() * g.inputs(), 2);
+                let mut all = layer.forward(&input, Mode::Train).unwrap().to_vec();
+                layer
+                    .delta_mut()
+                    .copy_from_slice(&whole(g.batch() * g.outputs(), 3));
+                let mut dx = vec![0.0; input.len()];
+                layer.backward(&input, Some(&mut dx)).unwrap();
+                all.extend(dx);
+                all.extend(layer.gradients());
+                all
+            })
+        };
+        assert_eq!(
+            run(Algorithm::Phases),
+            run(Algorithm::Columns),
+            "{channels} channels, {groups} groups, {threads} threads"
+        );
+    }
+}
