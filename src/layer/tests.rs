@@ -45,6 +45,21 @@ where
     all
 }
 
+/// A training forward of `input` and a backward from a whole-number `delta`: the output, the
+/// input gradient and the layer's gradients, one after the other.
+fn train_step(layer: &mut DeconvLayer<f64, DefaultBackend>, input: &[f64]) -> Vec<f64> {
+    let g = *layer.geometry();
+    let mut all = layer.forward(input, Mode::Train).unwrap().to_vec();
+    layer
+        .delta_mut()
+        .copy_from_slice(&whole(g.batch() * g.outputs(), 3));
+    let mut dx = vec![0.0; input.len()];
+    layer.backward(input, Some(&mut dx)).unwrap();
+    all.extend(dx);
+    all.extend(layer.gradients());
+    all
+}
+
 /// Random shapes (kernels, strides, dilations, paddings, output paddings, groups, images
 /// up to 40 pixels wide) with a random tile that fits: the tiled backward gives exactly the
 /// whole-image results on whole numbers, on the global pool.
@@ -488,14 +503,7 @@ fn batched_images_match_one_at_a_time() {
                 layer.weights_mut().copy_from_slice(&weights);
                 layer.biases_mut().copy_from_slice(&whole(g.filters(), 5));
                 let input: Vec<f64> = whole(g.batch() * g.inputs(), case);
-                let mut all = layer.forward(&input, Mode::Train).unwrap().to_vec();
-                layer
-                    .delta_mut()
-                    .copy_from_slice(&whole(g.batch() * g.outputs(), 3));
-                let mut dx = vec![0.0; input.len()];
-                layer.backward(&input, Some(&mut dx)).unwrap();
-                all.extend(dx);
-                all.extend(layer.gradients());
+                let mut all = train_step(&mut layer, &input);
                 all.extend(layer.forward(&input, Mode::Inference).unwrap());
                 all
             })
@@ -543,16 +551,7 @@ fn phase_backward_unpacks_many_channels_exactly() {
                 layer
                     .weights_mut()
                     .copy_from_slice(&whole(g.weight_count(), 1));
-                let input: Vec<f64> = whole(g.batch() * g.inputs(), 2);
-                let mut all = layer.forward(&input, Mode::Train).unwrap().to_vec();
-                layer
-                    .delta_mut()
-                    .copy_from_slice(&whole(g.batch() * g.outputs(), 3));
-                let mut dx = vec![0.0; input.len()];
-                layer.backward(&input, Some(&mut dx)).unwrap();
-                all.extend(dx);
-                all.extend(layer.gradients());
-                all
+                train_step(&mut layer, &whole(g.batch() * g.inputs(), 2))
             })
         };
         assert_eq!(
