@@ -24,9 +24,10 @@ use std::ops::Range;
 
 /// Most phases a plan takes on (`stride_h * stride_w`).
 pub(crate) const MAX_PHASES: usize = 4096;
-/// Input channels per task of [`PhasePlan::unpack_add`]: the weights it adds to for one filter
-/// then lie in this many cache lines (kernels up to 4 x 4 in `f32`).
-const UNPACK_CHANNELS: usize = 16;
+/// Input channels per block of [`PhasePlan::pack_weights`] and per task of
+/// [`PhasePlan::unpack_add`]: the weights of one filter they touch at a time then lie in this
+/// many cache lines (kernels up to 4 x 4 in `f32`).
+const CHANNEL_BLOCK: usize = 16;
 /// Longest output-row buffer (elements) of the transposing store.
 const STORE_ROW: usize = 1024;
 
@@ -298,19 +299,27 @@ impl PhasePlan {
                     continue;
                 }
                 // One task per phase: S3 has 64 of them, and a single thread spent a tenth of
-                // the forward pass here.
+                // the forward pass here. Blocks of channels outermost, so that the weights are
+                // read as a few sequential streams (filter after filter) rather than one
+                // channel after another, n_g * kh * kw apart.
                 let rows = &mut a[class.a_offset..][..class.phases.len() * ng * k];
                 rows.par_chunks_mut(ng * k)
                     .zip(class.phases.par_iter())
                     .for_each(|(phase_rows, &[ry, rx])| {
-                        for (n, row) in phase_rows.chunks_mut(k).enumerate() {
-                            for ty in 0..ty_n {
-                                for tx in 0..tx_n {
-                                    let tap =
-                                        (ry + self.y.stride * ty) * kw + rx + self.x.stride * tx;
-                                    for c in 0..cg {
-                                        row[(ty * tx_n + tx) * cg + c] =
-                                            w[(c * ng + n) * kh * kw + tap];
+                        for c0 in (0..cg).step_by(CHANNEL_BLOCK) {
+                            let channels = CHANNEL_BLOCK.min(cg - c0);
+                            for (n, row) in phase_rows.chunks_mut(k).enumerate() {
+                                let w = &w[(c0 * ng + n) * kh * kw..];
+                                for ty in 0..ty_n {
+                                    for tx in 0..tx_n {
+                                        let tap = (ry + self.y.stride * ty) * kw
+                                            + rx
+                                            + self.x.stride * tx;
+                                        let dst = &mut row[(ty * tx_n + tx) * cg + c0..];
+                                        let src = w[tap..].iter().step_by(ng * kh * kw);
+                                        for (d, &v) in dst[..channels].iter_mut().zip(src) {
+                                            *d = v;
+                                        }
                                     }
                                 }
                             }
@@ -323,7 +332,7 @@ impl PhasePlan {
     /// Adds gradients in [`pack_weights`](Self::pack_weights)' layout to `grad`, laid out like
     /// the weights (`[c][n_g][kh][kw]`): the adjoint of the packing.
     ///
-    /// In blocks of [`UNPACK_CHANNELS`] input channels over the threads, filter by filter: a
+    /// In blocks of [`CHANNEL_BLOCK`] input channels over the threads, filter by filter: a
     /// packed row runs along the channels and the weights are `n_g * kh * kw` apart there, so
     /// element by element over all channels each add missed the cache (a quarter of
     /// darknet-k4's phase backward, one thread).
@@ -335,9 +344,9 @@ impl PhasePlan {
         grad.par_chunks_mut(per_group)
             .zip(packed.par_chunks(per_group))
             .for_each(|(w, a)| {
-                let blocks = w.par_chunks_mut(UNPACK_CHANNELS * per_channel).enumerate();
+                let blocks = w.par_chunks_mut(CHANNEL_BLOCK * per_channel).enumerate();
                 blocks.for_each(|(block, w)| {
-                    let c0 = block * UNPACK_CHANNELS;
+                    let c0 = block * CHANNEL_BLOCK;
                     let channels = w.len() / per_channel;
                     for n in 0..ng {
                         for class in &self.classes {
