@@ -335,7 +335,7 @@ impl PhasePlan {
     /// In blocks of [`CHANNEL_BLOCK`] input channels over the threads, filter by filter: a
     /// packed row runs along the channels and the weights are `n_g * kh * kw` apart there, so
     /// element by element over all channels each add missed the cache (a quarter of
-    /// darknet-k4's phase backward, one thread).
+    /// darknet-k4's phase forward+backward in perf, on one thread).
     pub(crate) fn unpack_add<T: Element>(&self, packed: &[T], grad: &mut [T]) {
         let (cg, ng) = (self.group_in, self.group_out);
         let (kh, kw) = (self.y.kernel, self.x.kernel);
