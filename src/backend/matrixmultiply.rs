@@ -77,6 +77,14 @@ struct Operand<T> {
     cs: isize,
 }
 
+impl<T> Operand<T> {
+    /// The operand starting at `data[offset]` (bounds-checked) with strides `(rs, cs)`.
+    fn at(data: &[T], offset: usize, (rs, cs): (isize, isize)) -> Self {
+        let ptr = data[offset..].as_ptr();
+        Operand { ptr, rs, cs }
+    }
+}
+
 /// `C = alpha op(A) op(B) + beta C` through `raw`, with `op(A)` stored `m x k` or `op(B)`
 /// stored `n x k` transposed into the thread's `buffer` (grown to `want` elements) in `k`
 /// chunks first.
@@ -114,16 +122,8 @@ fn gemm_relaid<T: Element>(
             )
         }
     };
-    let whole_a = Operand {
-        ptr: a.data().as_ptr(),
-        rs: rsa,
-        cs: csa,
-    };
-    let whole_b = Operand {
-        ptr: b.data().as_ptr(),
-        rs: rsb,
-        cs: csb,
-    };
+    let whole_a = Operand::at(a.data(), 0, (rsa, csa));
+    let whole_b = Operand::at(b.data(), 0, (rsb, csb));
     let small = m.saturating_mul(n).saturating_mul(k) < MIN_FMAS;
     if per_k == 0 || small || kc < MIN_CHUNK.min(k) {
         plain(whole_a, whole_b, k, beta);
@@ -150,34 +150,16 @@ fn gemm_relaid<T: Element>(
             let pa = if slow_a {
                 // op(A) is stored m x k (row stride ld): its columns p0.. become rows.
                 transpose(&a_data[p0..], m, kk, a.ld(), a_buf, m);
-                Operand {
-                    ptr: a_buf.as_ptr(),
-                    rs: 1,
-                    cs: m as isize,
-                }
+                Operand::at(a_buf, 0, (1, m as isize))
             } else {
-                let ptr = a_data[p0 * csa as usize..].as_ptr();
-                Operand {
-                    ptr,
-                    rs: rsa,
-                    cs: csa,
-                }
+                Operand::at(a_data, p0 * csa as usize, (rsa, csa))
             };
             let pb = if slow_b {
                 // op(B) is stored n x k (column stride ld): its rows p0.. become rows.
                 transpose(&b_data[p0..], n, kk, b.ld(), b_buf, n);
-                Operand {
-                    ptr: b_buf.as_ptr(),
-                    rs: n as isize,
-                    cs: 1,
-                }
+                Operand::at(b_buf, 0, (n as isize, 1))
             } else {
-                let ptr = b_data[p0 * rsb as usize..].as_ptr();
-                Operand {
-                    ptr,
-                    rs: rsb,
-                    cs: csb,
-                }
+                Operand::at(b_data, p0 * rsb as usize, (rsb, csb))
             };
             plain(pa, pb, kk, if p0 == 0 { beta } else { T::one() });
         }

@@ -58,7 +58,7 @@ impl RowPlan {
     pub(super) fn new(
         group_in: usize,
         x: Axis,
-        y_taps: &[Vec<(usize, usize)>],
+        y_taps: Vec<Vec<(usize, usize)>>,
         x_taps: &[Vec<(usize, usize)>],
     ) -> Option<Self> {
         let shifts = x.tap(x.kernel - 1).1 + 1;
@@ -83,7 +83,7 @@ impl RowPlan {
         Some(RowPlan {
             shifts,
             lanes,
-            y_taps: y_taps.to_vec(),
+            y_taps,
             lead,
             row_len: lead + x.pad + x.out.next_multiple_of(CHUNK),
         })
