@@ -144,7 +144,23 @@ fn describe(s: &SweepShape) -> Value {
         "dtype": s.dtype.name(),
         "gflop": g.forward_flops() as f64 / 1e9,
         "min_bytes": elements * size,
+        "cropped": cropped(&g),
     })
+}
+
+/// The share of the column GEMM's products (every input pixel times every tap) whose output
+/// pixel the padding crops: work a method that skips them (a direct convolution) never does.
+fn cropped(g: &deconv::Geometry) -> f64 {
+    let axis = |a: usize| {
+        let (input, out) = ([g.in_h(), g.in_w()][a], [g.out_h(), g.out_w()][a]);
+        let (k, s, p, d) = (g.kernel()[a], g.stride()[a], g.pad()[a], g.dilation()[a]);
+        let kept = (0..input)
+            .flat_map(|i| (0..k).map(move |t| i * s + t * d))
+            .filter(|&o| o >= p && o - p < out)
+            .count();
+        kept as f64 / (input * k) as f64
+    };
+    1.0 - axis(0) * axis(1)
 }
 
 /// The shapes with every parameter, for `benches/peers.py`.

@@ -204,6 +204,53 @@ pub fn headline(shapes: &[Value]) -> String {
     out
 }
 
+/// Each shape and pass where a peer is faster, against the raw GEMMs of the same run: the
+/// best peer's time over the GEMM column (forward) or three times it (forward+backward: the
+/// forward's product and the backward's two of the same size), and the share of those
+/// products the padding crops (computed by the GEMM, skipped by a direct method).
+pub fn misses(shapes: &[Value]) -> String {
+    let mut lines = Vec::new();
+    for v in shapes {
+        let d = Derived::of(v);
+        let (Some(gemm), Some(cropped)) = (v["gemm_ms"].as_f64(), v["cropped"].as_f64()) else {
+            continue;
+        };
+        let best_forward = [d.pytorch[0], d.onnxruntime]
+            .into_iter()
+            .flatten()
+            .min_by(f64::total_cmp);
+        for (pass, speedup, peer_ms, products) in [
+            ("forward", d.speedup_forward(), best_forward, 1.0),
+            ("forward+backward", d.speedup_backward(), d.pytorch[1], 3.0),
+        ] {
+            let (Some(x), Some(peer_ms)) = (speedup, peer_ms) else {
+                continue;
+            };
+            if x < 1.0 {
+                let ceiling = gemm * products;
+                lines.push(format!(
+                    "{} {pass} {x:.2}x: peer {} ms, our GEMMs alone {} ms (peer / GEMMs {:.2}), \
+                     {:.0}% cropped",
+                    d.id,
+                    fmt(Some(peer_ms)),
+                    fmt(Some(ceiling)),
+                    peer_ms / ceiling,
+                    cropped * 100.0
+                ));
+            }
+        }
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    format!(
+        "- where a peer is faster: its time against our raw GEMMs of the same products in this \
+         run (forward: the `GEMM` column; forward+backward: three times it) and the share of \
+         those products the padding crops (a direct method skips them): {}\n",
+        lines.join("; ")
+    )
+}
+
 /// The sweep's Markdown: headline, the shapes and where they come from, the timing table.
 pub fn markdown(meta: &Value, shapes: &[Value], chart: Option<&str>) -> String {
     let mut out = String::new();
@@ -277,6 +324,7 @@ pub fn markdown(meta: &Value, shapes: &[Value], chart: Option<&str>) -> String {
     }
     out += "\n";
     out += &headline(shapes);
+    out += &misses(shapes);
     if let Some(chart) = chart {
         writeln!(
             out,
