@@ -207,7 +207,7 @@ pub fn copy_bandwidth(budget: Budget) -> f64 {
 /// layer that mostly writes its output can reach, measured in the same run. Each 256-byte block
 /// is a copy of one small array that stays in L1, so the loop is bound by the stores (not a
 /// `memset`, which may stream, nor a per-element conversion: an earlier loop that stored
-/// `index as f32` ran at 9-10 GB/s where these stores run at about twice that).
+/// `index as f32` ran at 9-10 GB/s where these stores run at 24-33).
 pub fn write_bandwidth(budget: Budget) -> f64 {
     let n = 32 << 20;
     let mut dst = vec![0.0f32; n];

@@ -99,30 +99,36 @@ impl RowPlan {
             row_terms: Vec::new(),
             row_len: lead + x.pad + x.out.next_multiple_of(CHUNK),
         };
-        // At most MAX_TERMS per row; a table too large to allocate leaves the phase planes.
-        let most = y.out.checked_mul(MAX_TERMS)?;
-        plan.terms.try_reserve_exact(most).ok()?;
-        plan.row_terms.try_reserve_exact(y.out + 1).ok()?;
+        // The tap rows of output row `oy` that read an input row (the others read padding).
+        let row_taps = |oy: usize| {
+            let (ry, u) = y.grid(oy);
+            let taps = plan.y_taps[ry].iter();
+            (u, taps.filter(move |&&(_, a)| u >= a && u - a < y.input))
+        };
+        // Counted first, so that the table is reserved at its size; a table too large to
+        // allocate leaves the phase planes.
+        let len = (0..y.out).map(|oy| row_taps(oy).1.count()).sum::<usize>();
+        let mut terms = Vec::new();
+        terms.try_reserve_exact(len * group_in * shifts).ok()?;
+        let mut row_terms = Vec::new();
+        row_terms.try_reserve_exact(y.out + 1).ok()?;
         let source_len = plan.source(y);
         for oy in 0..y.out {
-            plan.row_terms.push(plan.terms.len());
-            let (ry, u) = y.grid(oy);
-            // The tap rows that read an input row (the others read padding).
-            let y_taps = plan.y_taps[ry]
-                .iter()
-                .filter(|&&(_, a)| u >= a && u - a < y.input);
+            row_terms.push(terms.len());
+            let (u, y_taps) = row_taps(oy);
             for c in 0..group_in {
                 for &(ky, a) in y_taps.clone() {
                     let source = c * source_len + (u - a) * plan.row_len + lead + x.pad;
                     let pattern = (c * y.kernel + ky) * shifts * CHUNK;
                     for shift in 0..shifts {
-                        plan.terms
-                            .push((pattern + shift * CHUNK, source - shift * x.stride));
+                        terms.push((pattern + shift * CHUNK, source - shift * x.stride));
                     }
                 }
             }
         }
-        plan.row_terms.push(plan.terms.len());
+        row_terms.push(terms.len());
+        plan.terms = terms;
+        plan.row_terms = row_terms;
         Some(plan)
     }
 
