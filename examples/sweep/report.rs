@@ -69,13 +69,17 @@ impl Derived {
         }
     }
 
-    /// The best peer's forward time over deconv's (`Auto`): above 1, deconv is faster.
-    pub fn speedup_forward(&self) -> Option<f64> {
-        let best_peer = [self.pytorch[0], self.onnxruntime]
+    /// The fastest peer's forward time (PyTorch or ONNX Runtime).
+    pub fn best_peer_forward(&self) -> Option<f64> {
+        [self.pytorch[0], self.onnxruntime]
             .into_iter()
             .flatten()
-            .min_by(f64::total_cmp)?;
-        Some(best_peer / self.auto_ms[0]?)
+            .min_by(f64::total_cmp)
+    }
+
+    /// The best peer's forward time over deconv's (`Auto`): above 1, deconv is faster.
+    pub fn speedup_forward(&self) -> Option<f64> {
+        Some(self.best_peer_forward()? / self.auto_ms[0]?)
     }
 
     /// PyTorch's forward+backward time over deconv's (ONNX Runtime has no training pass).
@@ -215,12 +219,8 @@ pub fn misses(shapes: &[Value]) -> String {
         let (Some(gemm), Some(cropped)) = (v["gemm_ms"].as_f64(), v["cropped"].as_f64()) else {
             continue;
         };
-        let best_forward = [d.pytorch[0], d.onnxruntime]
-            .into_iter()
-            .flatten()
-            .min_by(f64::total_cmp);
         for (pass, speedup, peer_ms, products) in [
-            ("forward", d.speedup_forward(), best_forward, 1.0),
+            ("forward", d.speedup_forward(), d.best_peer_forward(), 1.0),
             ("forward+backward", d.speedup_backward(), d.pytorch[1], 3.0),
         ] {
             let (Some(x), Some(peer_ms)) = (speedup, peer_ms) else {

@@ -136,7 +136,7 @@ impl DirectPlan {
                     .collect()
             })
             .collect();
-        let rows = RowPlan::new(g.group_in(), y, x, y_taps, &x_taps);
+        let rows = RowPlan::new(g.group_in(), y, x, &y_taps, &x_taps);
         let stream = g.batch().saturating_mul(g.outputs()) > STREAM_OUTPUTS;
         DirectPlan {
             group_in: g.group_in(),

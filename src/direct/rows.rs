@@ -41,8 +41,6 @@ pub(super) struct RowPlan {
     /// Per shift and lane of a chunk, the x tap that lands there, or [`NO_TAP`]:
     /// `lanes[shift * CHUNK + lane]`.
     lanes: Vec<usize>,
-    /// Per y phase, its taps `(ky, shift)`.
-    y_taps: Vec<Vec<(usize, usize)>>,
     /// Zeros before each expanded input row: what the largest shift reaches back.
     lead: usize,
     /// Every output row's terms, `(weight chunk, start of its input window in the row's first
@@ -68,7 +66,7 @@ impl RowPlan {
         group_in: usize,
         y: Axis,
         x: Axis,
-        y_taps: Vec<Vec<(usize, usize)>>,
+        y_taps: &[Vec<(usize, usize)>],
         x_taps: &[Vec<(usize, usize)>],
     ) -> Option<Self> {
         let shifts = x.tap(x.kernel - 1).1 + 1;
@@ -90,19 +88,11 @@ impl RowPlan {
             })
             .collect();
         let lead = (shifts - 1) * x.stride;
-        let mut plan = RowPlan {
-            shifts,
-            lanes,
-            y_taps,
-            lead,
-            terms: Vec::new(),
-            row_terms: Vec::new(),
-            row_len: lead + x.pad + x.out.next_multiple_of(CHUNK),
-        };
+        let row_len = lead + x.pad + x.out.next_multiple_of(CHUNK);
         // The tap rows of output row `oy` that read an input row (the others read padding).
         let row_taps = |oy: usize| {
             let (ry, u) = y.grid(oy);
-            let taps = plan.y_taps[ry].iter();
+            let taps = y_taps[ry].iter();
             (u, taps.filter(move |&&(_, a)| u >= a && u - a < y.input))
         };
         // Counted first, so that the table is reserved at its size; a table too large to
@@ -112,13 +102,13 @@ impl RowPlan {
         terms.try_reserve_exact(len * group_in * shifts).ok()?;
         let mut row_terms = Vec::new();
         row_terms.try_reserve_exact(y.out + 1).ok()?;
-        let source_len = plan.source(y);
+        let source_len = y.input.saturating_mul(row_len);
         for oy in 0..y.out {
             row_terms.push(terms.len());
             let (u, y_taps) = row_taps(oy);
             for c in 0..group_in {
                 for &(ky, a) in y_taps.clone() {
-                    let source = c * source_len + (u - a) * plan.row_len + lead + x.pad;
+                    let source = c * source_len + (u - a) * row_len + lead + x.pad;
                     let pattern = (c * y.kernel + ky) * shifts * CHUNK;
                     for shift in 0..shifts {
                         terms.push((pattern + shift * CHUNK, source - shift * x.stride));
@@ -127,9 +117,14 @@ impl RowPlan {
             }
         }
         row_terms.push(terms.len());
-        plan.terms = terms;
-        plan.row_terms = row_terms;
-        Some(plan)
+        Some(RowPlan {
+            shifts,
+            lanes,
+            lead,
+            terms,
+            row_terms,
+            row_len,
+        })
     }
 
     /// Elements of one filter's weight chunks for one input channel (`kh x shifts` chunks).
